@@ -1,0 +1,3 @@
+from mudo_app.cli import entry_point
+
+entry_point()

@@ -1,0 +1,5 @@
+"""Reading, writing and checking PET/CT volumes, and the datastore layout."""
+
+from mudo_app.io.volume import Volume, load_volume, save_volume, same_grid, resample_to_grid
+
+__all__ = ["Volume", "load_volume", "save_volume", "same_grid", "resample_to_grid"]

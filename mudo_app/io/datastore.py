@@ -1,0 +1,188 @@
+"""The PET/CT datastore layout: one image id per case, the PET found from the id, label history kept.
+
+Layout under the datastore root (MONAI Label's local datastore lists only the top level and
+``labels/<tag>/``, so it sees exactly one image per case)::
+
+    <id>.nii.gz                        CT in HU on the case grid: what a viewer loads
+    pet/<id>.nii.gz                    PET in SUV, same grid and affine as the CT
+    labels/final/<id>.nii.gz           current corrected label (0..13), same grid
+    label_history/<id>/<stamp>_<tag>.nii.gz   every label ever saved, never overwritten
+    meta/<id>.json                     provenance (source, importer notes, synthetic or not)
+    ground_truth/<id>.nii.gz           held-out truth of synthetic cases; not used for training
+
+Writes are atomic per file, and a case's CT (which makes the case visible) is published last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from mudo_app.errors import InputError
+from mudo_app.io.volume import PathLike, Volume, case_name, load_volume, save_volume, same_grid
+from mudo_app.labels import check_label_values
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+FINAL = "final"
+
+
+def check_case_id(case_id: str) -> str:
+    """Return ``case_id`` if it is a safe file name stem, else raise :class:`InputError`."""
+    if not isinstance(case_id, str) or not _ID_RE.match(case_id) or case_id.endswith((".nii", ".gz")):
+        raise InputError(f"case id {case_id!r} must be 1-128 letters, digits, '_', '.', '-' (no NIfTI suffix)")
+    return case_id
+
+
+@dataclass
+class Case:
+    """One PET/CT case on one grid. ``label`` is ``None`` for an unlabelled case."""
+
+    case_id: str
+    ct: Volume
+    pet: Volume
+    label: Optional[Volume] = None
+
+
+def check_case(ct: Volume, pet: Volume, label: Optional[Volume] = None, case_id: str = "case") -> None:
+    """Raise :class:`InputError` unless CT, PET (and label) share one grid and the label is valid."""
+    if not same_grid(ct, pet):
+        raise InputError(f"{case_id}: CT {ct.shape} and PET {pet.shape} are not on one grid (shape or affine differ)")
+    if label is not None:
+        if not same_grid(ct, label):
+            raise InputError(f"{case_id}: label {label.shape} is not on the image grid {ct.shape}")
+        check_label_values(label.array, f"{case_id}: label")
+
+
+class PetCtDatastore:
+    """File layout and a small API over one datastore folder (see module docstring)."""
+
+    def __init__(self, root: PathLike, create: bool = False):
+        self.root = Path(root)
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True)
+        elif not self.root.is_dir():
+            raise InputError(f"datastore folder not found: {self.root}")
+
+    # ---- paths ---------------------------------------------------------------------------------
+    def ct_path(self, case_id: str) -> Path:
+        return self.root / f"{check_case_id(case_id)}.nii.gz"
+
+    def pet_path(self, case_id: str) -> Path:
+        return self.root / "pet" / f"{check_case_id(case_id)}.nii.gz"
+
+    def label_path(self, case_id: str, tag: str = FINAL) -> Path:
+        return self.root / "labels" / tag / f"{check_case_id(case_id)}.nii.gz"
+
+    def ground_truth_path(self, case_id: str) -> Path:
+        return self.root / "ground_truth" / f"{check_case_id(case_id)}.nii.gz"
+
+    def meta_path(self, case_id: str) -> Path:
+        return self.root / "meta" / f"{check_case_id(case_id)}.json"
+
+    def history_dir(self, case_id: str) -> Path:
+        return self.root / "label_history" / check_case_id(case_id)
+
+    # ---- queries -------------------------------------------------------------------------------
+    def case_ids(self) -> List[str]:
+        """Ids of complete cases (CT and PET present), sorted."""
+        ids = [case_name(p) for p in self.root.glob("*.nii.gz") if not p.name.startswith(".")]
+        return sorted(i for i in ids if self.pet_path(i).is_file())
+
+    def labelled_ids(self, tag: str = FINAL) -> List[str]:
+        return [i for i in self.case_ids() if self.label_path(i, tag).is_file()]
+
+    def unlabelled_ids(self, tag: str = FINAL) -> List[str]:
+        return [i for i in self.case_ids() if not self.label_path(i, tag).is_file()]
+
+    def has_case(self, case_id: str) -> bool:
+        return self.ct_path(case_id).is_file() and self.pet_path(case_id).is_file()
+
+    def _require(self, case_id: str) -> None:
+        if not self.has_case(case_id):
+            raise InputError(f"unknown case id {case_id!r} in datastore {self.root}")
+
+    def load_case(self, case_id: str, tag: str = FINAL) -> Case:
+        self._require(case_id)
+        ct = load_volume(self.ct_path(case_id), f"{case_id} CT", dtype=np.float32)
+        pet = load_volume(self.pet_path(case_id), f"{case_id} PET", dtype=np.float32)
+        lp = self.label_path(case_id, tag)
+        label = load_volume(lp, f"{case_id} label") if lp.is_file() else None
+        return Case(case_id, ct, pet, label)
+
+    def meta(self, case_id: str) -> Dict:
+        p = self.meta_path(case_id)
+        return json.loads(p.read_text()) if p.is_file() else {}
+
+    def label_history(self, case_id: str) -> List[Path]:
+        d = self.history_dir(case_id)
+        return sorted(d.glob("*.nii.gz")) if d.is_dir() else []
+
+    # ---- writes --------------------------------------------------------------------------------
+    def add_case(
+        self, case_id: str, ct: Volume, pet: Volume, label: Optional[Volume] = None,
+        meta: Optional[Dict] = None, ground_truth: Optional[Volume] = None, overwrite: bool = False,
+    ) -> None:
+        """Check and write one case; the CT (which makes the case visible) is published last."""
+        check_case_id(case_id)
+        check_case(ct, pet, label, case_id)
+        if ground_truth is not None:
+            check_case(ct, pet, ground_truth, case_id)
+        if self.ct_path(case_id).exists() and not overwrite:
+            raise InputError(f"case {case_id!r} already exists in {self.root}")
+        new = not self.ct_path(case_id).exists()
+        try:
+            save_volume(pet, self.pet_path(case_id), dtype=np.float32)
+            if ground_truth is not None:
+                save_volume(ground_truth, self.ground_truth_path(case_id), dtype=np.uint8)
+            if meta is not None:
+                _write_text_atomic(self.meta_path(case_id), json.dumps(meta, indent=2, sort_keys=True))
+            if label is not None:
+                self.save_label(case_id, label, _check_exists=False)
+            ct_dtype = np.int16 if np.issubdtype(ct.array.dtype, np.integer) else np.float32
+            save_volume(ct, self.ct_path(case_id), dtype=ct_dtype)
+        except BaseException:
+            if new:  # never leave half a case behind
+                self._remove_case_files(case_id)
+            raise
+
+    def _remove_case_files(self, case_id: str) -> None:
+        for p in (self.ct_path(case_id), self.pet_path(case_id), self.label_path(case_id),
+                  self.ground_truth_path(case_id), self.meta_path(case_id)):
+            p.unlink(missing_ok=True)
+        shutil.rmtree(self.history_dir(case_id), ignore_errors=True)
+
+    def save_label(self, case_id: str, label: Volume, tag: str = FINAL, _check_exists: bool = True) -> Path:
+        """Validate ``label`` against the case grid, keep a history copy, then publish it as ``tag``."""
+        if _check_exists:
+            self._require(case_id)
+            pet = load_volume(self.pet_path(case_id), f"{case_id} PET")
+            if not same_grid(pet, label):
+                raise InputError(f"label {label.shape} is not on the grid of image {case_id!r} {pet.shape}")
+        check_label_values(label.array, f"label for {case_id}")
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        hist = self.history_dir(case_id) / f"{stamp}_{tag}.nii.gz"
+        save_volume(label, hist, dtype=np.uint8)
+        final = self.label_path(case_id, tag)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".nii.gz", dir=final.parent)
+        os.close(fd)
+        shutil.copyfile(hist, tmp)
+        os.replace(tmp, final)
+        return final
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)

@@ -1,0 +1,142 @@
+"""3-D volumes with their affine, read and written with nibabel.
+
+Axis order: arrays are indexed ``[i, j, k]`` exactly as stored in the file (nibabel's order; no
+reorientation happens on load). ``affine`` maps the voxel index ``(i, j, k, 1)`` to world RAS+
+millimetres, as in NIfTI. Everything that resamples uses :func:`resample_to_grid`, which maps onto an
+exact target grid (shape + affine).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Tuple, Union
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from mudo_app.errors import InputError
+
+PathLike = Union[str, os.PathLike]
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+@dataclass
+class Volume:
+    """A 3-D array on a voxel grid. ``array[i, j, k]``; ``affine`` (4, 4) voxel -> world RAS+ mm."""
+
+    array: np.ndarray
+    affine: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.affine = np.array(self.affine, dtype=np.float64)  # own copy: never shared between volumes
+        if self.affine.shape != (4, 4):
+            raise InputError(f"affine must be 4x4, got {self.affine.shape}")
+        if self.array.ndim != 3:
+            raise InputError(f"volume must be 3-D, got shape {self.array.shape}")
+
+    @property
+    def shape(self) -> Tuple[int, int, int]:
+        return tuple(int(s) for s in self.array.shape)  # type: ignore[return-value]
+
+    @property
+    def spacing(self) -> Tuple[float, float, float]:
+        """Voxel size in mm along i, j, k (norms of the affine's columns)."""
+        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore
+
+    @property
+    def orientation(self) -> str:
+        """Axis codes such as ``'RAS'`` or ``'LAS'`` (nibabel's ``aff2axcodes``)."""
+        return "".join(nib.aff2axcodes(self.affine))
+
+
+def case_name(path: PathLike) -> str:
+    """File name without its NIfTI suffix: ``/a/case_001.nii.gz`` -> ``case_001``."""
+    name = Path(path).name
+    for suffix in NIFTI_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def load_volume(path: PathLike, what: str = "volume", dtype=None, allow_nonfinite: bool = False) -> Volume:
+    """Read a NIfTI file as a :class:`Volume`; a trailing singleton 4th axis is dropped.
+
+    Raises :class:`InputError` naming ``what`` and the file for a missing, unreadable or corrupt
+    file, a volume that is not 3-D, or NaN / infinite voxels (unless ``allow_nonfinite``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what}: file not found: {path}")
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except (OSError, EOFError, zlib.error, gzip.BadGzipFile, nib.filebasedimages.ImageFileError, ValueError) as exc:
+        raise InputError(f"{what}: cannot read {path}: {exc}") from exc
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise InputError(f"{what}: {path} must be a 3-D volume, got shape {tuple(data.shape)}")
+    if dtype is not None:
+        data = data.astype(dtype, copy=False)
+    if not allow_nonfinite and np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
+        n_bad = int((~np.isfinite(data)).sum())
+        raise InputError(f"{what}: {path} has {n_bad} NaN or infinite voxels")
+    return Volume(np.ascontiguousarray(data), img.affine)
+
+
+def save_volume(volume: Volume, path: PathLike, dtype=None) -> Path:
+    """Write ``volume`` to ``path`` (NIfTI) atomically: a temporary file in the same folder, then rename.
+
+    Gzip output is deterministic (nibabel writes no time stamp), so equal inputs give equal bytes.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = volume.array if dtype is None else volume.array.astype(dtype)
+    img = nib.Nifti1Image(array, volume.affine)
+    img.header.set_xyzt_units("mm", "sec")
+    img.set_qform(volume.affine, code=1)
+    img.set_sform(volume.affine, code=1)
+    suffix = ".nii.gz" if path.name.endswith(".gz") else ".nii"
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        nib.save(img, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def same_grid(a: Volume, b: Volume, atol_mm: float = 1e-3) -> bool:
+    """True when ``a`` and ``b`` have the same shape and affines equal within ``atol_mm``."""
+    return a.shape == b.shape and bool(np.allclose(a.affine, b.affine, atol=atol_mm, rtol=0))
+
+
+def resample_to_grid(
+    volume: Volume, shape: Tuple[int, int, int], affine: np.ndarray, order: int = 1, fill: float = 0.0
+) -> Volume:
+    """Resample ``volume`` onto the grid ``(shape, affine)``; world positions are preserved.
+
+    ``order`` 0 (nearest, for label maps) or 1 (trilinear). Target voxels outside the source get
+    ``fill`` (use -1024 for CT in HU). The result has exactly ``shape`` and ``affine``.
+    """
+    affine = np.asarray(affine, dtype=np.float64)
+    # target voxel -> world -> source voxel
+    mapping = np.linalg.inv(volume.affine) @ affine
+    src = volume.array
+    work = src.astype(np.float32) if order > 0 else src
+    out = ndimage.affine_transform(
+        work, mapping[:3, :3], offset=mapping[:3, 3], output_shape=tuple(shape), order=order,
+        mode="constant", cval=fill, prefilter=False,
+    )
+    if order == 0:
+        out = out.astype(src.dtype, copy=False)
+    return Volume(out, affine.copy())

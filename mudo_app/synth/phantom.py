@@ -1,0 +1,260 @@
+"""Synthetic whole-body PET/CT phantoms with the 12 AutoPET-Organ organs and lesions.
+
+:func:`generate_case` draws one patient from a seeded ``numpy.random.Generator`` and returns CT (HU,
+int16), PET (SUV, float32, **synthetic**) and a label map (uint8, 0..13) on one RAS grid. Anatomy is
+built in world millimetres (see :mod:`mudo_app.synth.canvas`), so any voxel spacing gives the same
+patient. What it models and what it does not is documented in ``sample-datasets/README.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Dict, Tuple
+
+import numpy as np
+from scipy import ndimage
+
+from mudo_app.io.volume import Volume
+from mudo_app.synth.canvas import Canvas, Deformation, capsule_distance, ellipsoid_radius, rotation
+from mudo_app.synth.lesions import add_lesions
+
+LIVER, KIDNEY_L, KIDNEY_R, HEART, SPLEEN, AORTA, PROSTATE = 1, 2, 3, 4, 5, 6, 7
+LUNG_LL, LUNG_RL, LUNG_LU, LUNG_RU, LUNG_RM = 8, 9, 10, 11, 12
+
+
+@dataclass(frozen=True)
+class PhantomSettings:
+    """Grid and population settings. ``spacing`` and ``fov_mm`` are along x (R-L), y (A-P), z (S-I)."""
+
+    spacing: Tuple[float, float, float] = (4.0, 4.0, 4.0)
+    fov_mm: Tuple[float, float, float] = (480.0, 320.0, 800.0)
+    second_domain_fraction: float = 0.25
+    lesion_free_fraction: float = 0.15
+    max_lesions: int = 8
+
+    def __post_init__(self):
+        if len(self.spacing) != 3 or min(self.spacing) <= 0:
+            raise ValueError(f"spacing must be 3 positive numbers (mm), got {self.spacing}")
+        if min(self.spacing) < 0.5 or max(self.spacing) > 12:
+            raise ValueError(f"spacing {self.spacing} is outside the supported 0.5..12 mm")
+        if not 0 <= self.second_domain_fraction <= 1 or not 0 <= self.lesion_free_fraction <= 1:
+            raise ValueError("fractions must lie in [0, 1]")
+
+    @property
+    def shape(self) -> Tuple[int, int, int]:
+        return tuple(int(round(f / s)) for f, s in zip(self.fov_mm, self.spacing))  # type: ignore
+
+
+class Painter:
+    """HU, SUV and label maps painted in order; later paint wins."""
+
+    def __init__(self, canvas: Canvas):
+        self.canvas = canvas
+        self.hu = np.full(canvas.shape, -1000.0, np.float32)
+        self.suv = np.zeros(canvas.shape, np.float32)
+        self.label = np.zeros(canvas.shape, np.uint8)
+        self.body = np.zeros(canvas.shape, bool)
+
+    def paint(self, sl, mask, hu=None, suv=None, label=None):
+        if hu is not None:
+            self.hu[sl][mask] = hu if np.isscalar(hu) else hu[mask]
+        if suv is not None:
+            self.suv[sl][mask] = suv if np.isscalar(suv) else suv[mask]
+        if label is not None:
+            self.label[sl][mask] = label
+
+    def ellipsoid(self, centre, semi, rot=None, **values):
+        reach = max(semi)
+        sl = self.canvas.box(np.subtract(centre, reach), np.add(centre, reach))
+        r = ellipsoid_radius(self.canvas.coords(sl), centre, semi, rot)
+        mask = r < 1.0
+        self.paint(sl, mask, **values)
+        return sl, mask, r
+
+
+def _body(p: Painter, rng, a: Dict) -> None:
+    """Trunk (elliptic cylinder with waist and chest), neck and head; fat shell; bones."""
+    c = p.canvas
+    sl = c.box((-300, -300, -1e4), (300, 300, a["z_shoulder"]))
+    x, y, z = c.coords(sl)
+    zz = (z - a["z0"]) / a["h"]
+    waist = 1.0 - 0.10 * np.exp(-(((zz - 300.0) / 90.0) ** 2))
+    hips = 1.0 + 0.05 * np.exp(-(((zz - 110.0) / 80.0) ** 2))
+    semi_x, semi_y = a["W"] * waist * hips, a["D"] * waist
+    r = np.sqrt((x / semi_x) ** 2 + ((y - a["y_body"]) / semi_y) ** 2)
+    trunk = (r < 1.0) & (z < a["z_shoulder"]) & (z > c.axes[2][0] - 1)
+    fat_r = 1.0 - a["fat_mm"] / np.minimum(semi_x, semi_y)
+    p.paint(sl, trunk, hu=-105.0, suv=0.35)
+    p.paint(sl, trunk & (r < fat_r), hu=45.0, suv=a["muscle_suv"])
+    p.body[sl] |= trunk
+    # neck and head
+    neck_c = (0, a["y_body"] - 10, a["z_shoulder"] + 25 * a["h"])
+    sl, m, _ = p.ellipsoid(neck_c, (55, 55, 45 * a["h"]), hu=40.0, suv=a["muscle_suv"])
+    p.body[sl] |= m
+    head_c = (0, a["y_body"] + 5, a["z_shoulder"] + 125 * a["h"])
+    sl, m, r = p.ellipsoid(head_c, (72, 92, 100 * a["h"]), hu=30.0, suv=0.6)
+    p.body[sl] |= m
+    p.paint(sl, m & (r > 0.91), hu=1000.0, suv=0.8)  # skull
+    p.ellipsoid(head_c, (62, 80, 86 * a["h"]), hu=35.0, suv=a["brain_suv"])
+    # spine, ribs, pelvis, femoral heads
+    y_sp = a["y_body"] - a["D"] + 38
+    sl = c.box((-25, y_sp - 25, c.axes[2][0]), (25, y_sp + 25, a["z_shoulder"] + 60))
+    d = capsule_distance(c.coords(sl), (0, y_sp, c.axes[2][0] - 50), (0, y_sp + 8, a["z_shoulder"] + 60))
+    p.paint(sl, d < 17, hu=300.0, suv=1.1)
+    p.paint(sl, (d < 17) & (d > 13), hu=750.0)
+    for zr in np.arange(a["z_lung"] - 90 * a["h"], a["z_shoulder"] - 15, 26 * a["h"]):
+        sl = c.box((-250, -250, zr - 8), (250, 250, zr + 8))
+        x, y, z = c.coords(sl)
+        rr = np.sqrt((x / (a["W"] - a["fat_mm"] - 12)) ** 2 + ((y - a["y_body"]) / (a["D"] - a["fat_mm"] - 10)) ** 2)
+        rib = (np.abs(rr - 0.93) < 0.035) & (np.abs(z - zr) < 5) & (np.abs(x) > 18)
+        p.paint(sl, rib, hu=650.0, suv=0.9)
+    for side in (-1, 1):
+        sl, m, r = p.ellipsoid((side * 95 * a["w"], a["y_body"] - 30, a["z0"] + 150 * a["h"]), (48, 22, 55), rotation(0, 0, 0.3),
+                               suv=0.9)
+        p.paint(sl, m & (r > 0.7), hu=600.0)
+        p.paint(sl, m & (r <= 0.7), hu=250.0)
+        p.ellipsoid((side * 88 * a["w"], a["y_body"] + 5, a["z0"] + 35 * a["h"]), (22, 22, 22), hu=450.0, suv=0.9)
+
+
+def _thorax(p: Painter, rng, a: Dict) -> None:
+    """Lungs with lobes, heart, aorta."""
+    h = a["h"]
+    for side, lower, upper in ((-1, LUNG_LL, LUNG_LU), (1, LUNG_RL, LUNG_RU)):
+        centre = (side * a["lung_x"], a["y_body"] - 5, a["z_lung"])
+        semi = (a["lung_semi"][0], a["lung_semi"][1], a["lung_semi"][2] * (1.0 if side > 0 else 1.04))
+        reach = max(semi)
+        sl = p.canvas.box(np.subtract(centre, reach), np.add(centre, reach))
+        x, y, z = p.canvas.coords(sl)
+        inside = ellipsoid_radius((x, y, z), centre, semi, rotation(side * 0.08)) < 1.0
+        u, v = y - centre[1], z - centre[2]
+        is_lower = v < -a["fissure_slope"] * u + a["fissure_offset"][side > 0]
+        hu = -860.0 + 25.0 * np.sin(x / 11.0) * np.sin(y / 13.0) * np.sin(z / 9.0)
+        p.paint(sl, inside, hu=hu, suv=a["lung_suv"], label=upper)
+        p.paint(sl, inside & is_lower, label=lower)
+        if side > 0:  # right middle lobe: above the oblique fissure, below the horizontal fissure
+            p.paint(sl, inside & ~is_lower & (v < a["horizontal_fissure"]) & (u > -15), label=LUNG_RM)
+    # heart: myocardium shell with variable uptake around a blood pool
+    hc = (-18 * a["w"], a["y_body"] + 32, a["z_lung"] - 50 * h)
+    sl, m, r = p.ellipsoid(hc, a["heart_semi"], rotation(0.5, 0.35, 0.0), hu=40.0, suv=a["blood_suv"], label=HEART)
+    p.paint(sl, m & (r > 0.72), suv=a["myocardium_suv"])
+    # aorta: ascending, arch, descending to the bifurcation
+    top = a["z_lung"] + 45 * h
+    pts = [
+        (hc[0] + 22, hc[1] + 5, hc[2] + 25),
+        (8, a["y_body"] + 20, top - 10),
+        (-8, a["y_body"] - 5, top + 5),
+        (-22, a["y_body"] - a["D"] + 80, top - 15),
+        (-18, a["y_body"] - a["D"] + 78, a["z0"] + 330 * h),
+        (-10, a["y_body"] - a["D"] + 85, a["z0"] + 190 * h),
+    ]
+    radii = [a["aorta_r"] * 1.2, a["aorta_r"] * 1.15, a["aorta_r"] * 1.1, a["aorta_r"], a["aorta_r"] * 0.9]
+    for (pa, pb), rad in zip(zip(pts[:-1], pts[1:]), radii):
+        lo, hi = np.minimum(pa, pb) - rad, np.maximum(pa, pb) + rad
+        sl = p.canvas.box(lo, hi)
+        d = capsule_distance(p.canvas.coords(sl), pa, pb)
+        p.paint(sl, d < rad, hu=42.0, suv=a["blood_suv"], label=AORTA)
+
+
+def _abdomen(p: Painter, rng, a: Dict) -> None:
+    """Bowel, stomach, liver, spleen, kidneys, bladder, prostate."""
+    h, z0, yb = a["h"], a["z0"], a["y_body"]
+    for _ in range(int(rng.integers(5, 10))):  # bowel loops: moderate, patchy uptake, some gas
+        c = (rng.uniform(-90, 90), yb + rng.uniform(-10, 60), z0 + rng.uniform(110, 290) * h)
+        semi = rng.uniform(15, 35, size=3)
+        sl, m, r = p.ellipsoid(c, semi, rotation(*rng.uniform(-1, 1, 3)), hu=25.0, suv=float(rng.uniform(1.0, 4.0)))
+        if rng.random() < 0.5:
+            p.paint(sl, m & (r < 0.45), hu=-750.0, suv=0.2)
+    sc = (-45 * a["w"], yb + 35, a["z_liver"] - 5)
+    sl, m, r = p.ellipsoid(sc, (42, 35, 48), rotation(-0.4), hu=25.0, suv=float(rng.uniform(1.2, 3.0)))
+    p.paint(sl, m & (r < 0.6) & (p.canvas.coords(sl)[2] > sc[2] + 15), hu=-800.0, suv=0.2)
+    lc = (72 * a["w"], yb + 5, a["z_liver"])
+    sl, m, r = p.ellipsoid(lc, a["liver_semi"], rotation(-0.35, 0.1, 0.0), hu=58.0, suv=a["liver_suv"], label=LIVER)
+    sl, m, r = p.ellipsoid((-92 * a["w"], yb - 30, a["z_liver"] + 5), a["spleen_semi"], rotation(0.5), hu=47.0,
+                           suv=a["spleen_suv"], label=SPLEEN)
+    for side, lab in ((-1, KIDNEY_L), (1, KIDNEY_R)):
+        kc = (side * 72 * a["w"], yb - a["D"] + 70, a["z_kidney"] - (12 if side > 0 else 0))
+        sl, m, r = p.ellipsoid(kc, a["kidney_semi"], rotation(side * 0.35, 0.0, 0.15), hu=35.0,
+                               suv=a["kidney_suv"], label=lab)
+        pelvis = ellipsoid_radius(p.canvas.coords(sl), (kc[0] - side * 10, kc[1] + 4, kc[2]), (9, 8, 20)) < 1
+        p.paint(sl, m & pelvis, hu=20.0, suv=a["urine_suv"])
+    bc = (0, yb + 22, z0 + 72 * h)
+    p.ellipsoid(bc, a["bladder_semi"], hu=10.0, suv=a["urine_suv"])
+    if a["male"]:
+        p.ellipsoid((0, yb + 8, z0 + 28 * h), a["prostate_semi"], hu=42.0, suv=a["prostate_suv"], label=PROSTATE)
+
+
+def sample_anatomy(rng: np.random.Generator, settings: PhantomSettings) -> Dict:
+    """Draw one patient's anatomy, uptake and scanner parameters (a JSON-able dict)."""
+    u = rng.uniform
+    domain = "B" if u() < settings.second_domain_fraction else "A"
+    h, w, dpt = u(0.88, 1.08), u(0.85, 1.15), u(0.85, 1.2)
+    z0 = u(-20, 25)
+    a = dict(
+        domain=domain, male=bool(u() < 0.6), h=h, w=w, z0=z0,
+        W=160 * w, D=105 * dpt, y_body=u(-8, 8), fat_mm=u(8, 32),
+        z_shoulder=z0 + 575 * h, z_lung=z0 + 470 * h, z_liver=z0 + 375 * h, z_kidney=z0 + 295 * h,
+        lung_x=u(80, 92) * w, lung_semi=(u(55, 66) * w, u(72, 88) * dpt, u(92, 108) * h),
+        fissure_slope=u(0.7, 1.1), fissure_offset=(u(-5, 15), u(-5, 15)), horizontal_fissure=u(5, 25),
+        heart_semi=(u(52, 62), u(42, 50), u(55, 66)), aorta_r=u(10, 13.5),
+        liver_semi=(u(90, 108) * w, u(75, 90) * dpt, u(65, 80) * h),
+        spleen_semi=(u(25, 34), u(40, 52), u(45, 60)), kidney_semi=(u(24, 30), u(20, 25), u(48, 58)),
+        bladder_semi=tuple(u(25, 48, size=3)), prostate_semi=(u(15, 21), u(13, 17), u(15, 20)),
+        muscle_suv=u(0.6, 1.0), lung_suv=u(0.3, 0.6), blood_suv=u(1.4, 2.2), myocardium_suv=u(1.5, 14.0),
+        liver_suv=u(1.6, 2.7), spleen_suv=u(1.4, 2.3), kidney_suv=u(2.5, 6.0), urine_suv=u(8.0, 60.0),
+        prostate_suv=u(1.3, 3.0), brain_suv=u(6.0, 12.0),
+        pet_fwhm_mm=u(5.0, 7.5) if domain == "A" else u(7.5, 10.5),
+        pet_noise=u(0.12, 0.25) if domain == "A" else u(0.25, 0.4),
+        suv_scale=1.0 if domain == "A" else u(0.85, 1.15),
+        ct_noise_hu=u(6, 15) if domain == "A" else u(18, 35),
+        ct_offset_hu=0.0 if domain == "A" else u(-20, 20), ct_gain=1.0 if domain == "A" else u(0.95, 1.05),
+    )
+    return a
+
+
+def generate_case(rng: np.random.Generator, settings: PhantomSettings = PhantomSettings()):
+    """Return ``(ct, pet, label, meta)``: CT int16 HU, PET float32 SUV (synthetic), label uint8 0..13.
+
+    All three share one grid: ``settings.shape`` voxels, a diagonal RAS affine with ``settings.spacing``,
+    x and y centred on the body, z from the pelvis up to the head.
+    """
+    a = sample_anatomy(rng, settings)
+    shape = settings.shape
+    origin = (-(shape[0] - 1) / 2 * settings.spacing[0], -(shape[1] - 1) / 2 * settings.spacing[1], 0.0)
+    canvas = Canvas(shape, settings.spacing, origin, Deformation.random(rng))
+    p = Painter(canvas)
+    _body(p, rng, a)
+    _abdomen(p, rng, a)
+    _thorax(p, rng, a)
+    p.label[~p.body] = 0
+    lesions = add_lesions(p, rng, a, settings)
+    ct, pet = _acquire(p, rng, a, np.asarray(settings.spacing))
+    meta = {"synthetic": True, "generator": "mudo_app.synth.phantom", "settings": asdict(settings),
+            "anatomy": _jsonable(a), "lesions": lesions}
+    aff = canvas.affine
+    return Volume(ct, aff), Volume(pet, aff.copy()), Volume(p.label, aff.copy()), meta
+
+
+def _acquire(p: Painter, rng, a: Dict, spacing: np.ndarray):
+    """Image formation: PET blur + count noise; CT partial volume + noise + domain calibration."""
+    sigma = a["pet_fwhm_mm"] / 2.3548 / spacing
+    pet = ndimage.gaussian_filter(p.suv * np.float32(a["suv_scale"]), sigma, mode="constant")
+    noise = rng.standard_normal(pet.shape, dtype=np.float32)
+    noise = ndimage.gaussian_filter(noise, 0.6 * 4.0 / spacing) * np.float32(1.6 * np.sqrt(4.0 / spacing.mean()))
+    pet = np.maximum(pet + np.float32(a["pet_noise"]) * np.sqrt(np.maximum(pet, 0)) * noise, 0).astype(np.float32)
+    ct = ndimage.gaussian_filter(p.hu, 0.8 / spacing)
+    ct = ct * np.float32(a["ct_gain"]) + np.float32(a["ct_offset_hu"])
+    ct += np.float32(a["ct_noise_hu"]) * rng.standard_normal(ct.shape, dtype=np.float32)
+    ct = np.clip(np.round(ct), -1024, 3071).astype(np.int16)
+    return ct, pet
+
+
+def _jsonable(d: Dict) -> Dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, (tuple, list, np.ndarray)):
+            out[k] = [round(float(x), 3) for x in v]
+        elif isinstance(v, (bool, str)):
+            out[k] = v
+        else:
+            out[k] = round(float(v), 3)
+    return out
