@@ -25,7 +25,7 @@ class Deformation:
 
     @classmethod
     def random(cls, rng: np.random.Generator, n: int = 4, amplitude_mm: float = 7.0) -> "Deformation":
-        wavelength = rng.uniform(150.0, 450.0, size=n)
+        wavelength = rng.uniform(120.0, 400.0, size=n)
         direction = rng.normal(size=(n, 3))
         direction /= np.linalg.norm(direction, axis=1, keepdims=True)
         return cls(

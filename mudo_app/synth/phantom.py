@@ -116,26 +116,32 @@ def _body(p: Painter, rng, a: Dict) -> None:
         p.ellipsoid((side * 88 * a["w"], a["y_body"] + 5, a["z0"] + 35 * a["h"]), (22, 22, 22), hu=450.0, suv=0.9)
 
 
-def _thorax(p: Painter, rng, a: Dict) -> None:
-    """Lungs with lobes, heart, aorta."""
+def _lungs(p: Painter, rng, a: Dict) -> None:
+    """Lungs split into lobes by the oblique and horizontal fissures."""
     h = a["h"]
     for side, lower, upper in ((-1, LUNG_LL, LUNG_LU), (1, LUNG_RL, LUNG_RU)):
-        centre = (side * a["lung_x"], a["y_body"] - 5, a["z_lung"])
+        centre = _jit(a, "lung_r" if side > 0 else "lung_l", (side * a["lung_x"], a["y_body"] - 5, a["z_lung"]))
         semi = (a["lung_semi"][0], a["lung_semi"][1], a["lung_semi"][2] * (1.0 if side > 0 else 1.04))
         reach = max(semi)
         sl = p.canvas.box(np.subtract(centre, reach), np.add(centre, reach))
         x, y, z = p.canvas.coords(sl)
-        inside = ellipsoid_radius((x, y, z), centre, semi, rotation(side * 0.08)) < 1.0
+        inside = ellipsoid_radius((x, y, z), centre, semi, _rot(a, "lung_r" if side > 0 else "lung_l", side * 0.08)) < 1.0
         u, v = y - centre[1], z - centre[2]
         is_lower = v < -a["fissure_slope"] * u + a["fissure_offset"][side > 0]
         hu = -860.0 + 25.0 * np.sin(x / 11.0) * np.sin(y / 13.0) * np.sin(z / 9.0)
         p.paint(sl, inside, hu=hu, suv=a["lung_suv"], label=upper)
         p.paint(sl, inside & is_lower, label=lower)
         if side > 0:  # right middle lobe: above the oblique fissure, below the horizontal fissure
-            p.paint(sl, inside & ~is_lower & (v < a["horizontal_fissure"]) & (u > -15), label=LUNG_RM)
-    # heart: myocardium shell with variable uptake around a blood pool
-    hc = (-18 * a["w"], a["y_body"] + 32, a["z_lung"] - 50 * h)
-    sl, m, r = p.ellipsoid(hc, a["heart_semi"], rotation(0.5, 0.35, 0.0), hu=40.0, suv=a["blood_suv"], label=HEART)
+            p.paint(sl, inside & ~is_lower & (v < a["horizontal_fissure"]) & (u > -25), label=LUNG_RM)
+
+
+def _heart_aorta(p: Painter, rng, a: Dict) -> None:
+    """Heart (myocardium shell with variable uptake around a blood pool) and aorta; painted last."""
+    h = a["h"]
+    hc = _jit(a, "heart", (-18 * a["w"], a["y_body"] + 32, a["z_lung"] - 50 * h))
+    sl, m, r = p.ellipsoid(hc, a["heart_semi"], _rot(a, "heart", 0.5, 0.35, 0.0), hu=a["blood_hu"], suv=a["blood_suv"],
+                           label=HEART)
+    p.paint(sl, m & (r > 0.72), hu=45.0)
     p.paint(sl, m & (r > 0.72), suv=a["myocardium_suv"])
     # aorta: ascending, arch, descending to the bifurcation
     top = a["z_lung"] + 45 * h
@@ -152,7 +158,7 @@ def _thorax(p: Painter, rng, a: Dict) -> None:
         lo, hi = np.minimum(pa, pb) - rad, np.maximum(pa, pb) + rad
         sl = p.canvas.box(lo, hi)
         d = capsule_distance(p.canvas.coords(sl), pa, pb)
-        p.paint(sl, d < rad, hu=42.0, suv=a["blood_suv"], label=AORTA)
+        p.paint(sl, d < rad, hu=a["blood_hu"], suv=a["blood_suv"], label=AORTA)
 
 
 def _abdomen(p: Painter, rng, a: Dict) -> None:
@@ -167,46 +173,72 @@ def _abdomen(p: Painter, rng, a: Dict) -> None:
     sc = (-45 * a["w"], yb + 35, a["z_liver"] - 5)
     sl, m, r = p.ellipsoid(sc, (42, 35, 48), rotation(-0.4), hu=25.0, suv=float(rng.uniform(1.2, 3.0)))
     p.paint(sl, m & (r < 0.6) & (p.canvas.coords(sl)[2] > sc[2] + 15), hu=-800.0, suv=0.2)
-    lc = (72 * a["w"], yb + 5, a["z_liver"])
-    sl, m, r = p.ellipsoid(lc, a["liver_semi"], rotation(-0.35, 0.1, 0.0), hu=58.0, suv=a["liver_suv"], label=LIVER)
-    sl, m, r = p.ellipsoid((-92 * a["w"], yb - 30, a["z_liver"] + 5), a["spleen_semi"], rotation(0.5), hu=47.0,
-                           suv=a["spleen_suv"], label=SPLEEN)
+    lc = _jit(a, "liver", (72 * a["w"], yb + 5, a["z_liver"]))
+    p.ellipsoid(lc, a["liver_semi"], _rot(a, "liver", -0.35, 0.1, 0.0), hu=a["liver_hu"], suv=a["liver_suv"],
+                label=LIVER)
+    p.ellipsoid(_jit(a, "spleen", (-92 * a["w"], yb - 30, a["z_liver"] + 5)), a["spleen_semi"], _rot(a, "spleen", 0.5),
+                hu=a["spleen_hu"], suv=a["spleen_suv"], label=SPLEEN)
     for side, lab in ((-1, KIDNEY_L), (1, KIDNEY_R)):
-        kc = (side * 72 * a["w"], yb - a["D"] + 70, a["z_kidney"] - (12 if side > 0 else 0))
-        sl, m, r = p.ellipsoid(kc, a["kidney_semi"], rotation(side * 0.35, 0.0, 0.15), hu=35.0,
+        name = "kidney_r" if side > 0 else "kidney_l"
+        kc = _jit(a, name, (side * 72 * a["w"], yb - a["D"] + 70, a["z_kidney"] - (12 if side > 0 else 0)))
+        sl, m, r = p.ellipsoid(kc, a["kidney_semi"], _rot(a, name, side * 0.35, 0.0, 0.15), hu=a["kidney_hu"],
                                suv=a["kidney_suv"], label=lab)
         pelvis = ellipsoid_radius(p.canvas.coords(sl), (kc[0] - side * 10, kc[1] + 4, kc[2]), (9, 8, 20)) < 1
         p.paint(sl, m & pelvis, hu=20.0, suv=a["urine_suv"])
     bc = (0, yb + 22, z0 + 72 * h)
     p.ellipsoid(bc, a["bladder_semi"], hu=10.0, suv=a["urine_suv"])
     if a["male"]:
-        p.ellipsoid((0, yb + 8, z0 + 28 * h), a["prostate_semi"], hu=42.0, suv=a["prostate_suv"], label=PROSTATE)
+        p.ellipsoid(_jit(a, "prostate", (0, yb + 8, z0 + 28 * h)), a["prostate_semi"], _rot(a, "prostate"), hu=42.0,
+                    suv=a["prostate_suv"], label=PROSTATE)
+
+
+ORGANS_JITTERED = ("lung_l", "lung_r", "heart", "liver", "spleen", "kidney_l", "kidney_r", "prostate")
+# (no contrast, portal-venous, arterial) HU of blood, liver, spleen, kidney
+CONTRAST_HU = {"none": (42, 58, 47, 35), "venous": (160, 115, 120, 170), "arterial": (300, 75, 110, 200)}
+
+
+def _jit(a: Dict, organ: str, centre) -> Tuple[float, float, float]:
+    """An organ's nominal centre moved by the patient's own offset for that organ (mm)."""
+    return tuple(float(c + d) for c, d in zip(centre, a["shift"][organ]))
+
+
+def _rot(a: Dict, organ: str, yaw: float = 0.0, pitch: float = 0.0, roll: float = 0.0) -> np.ndarray:
+    t = a["tilt"][organ]
+    return rotation(yaw + t[0], pitch + t[1], roll + t[2])
 
 
 def sample_anatomy(rng: np.random.Generator, settings: PhantomSettings) -> Dict:
     """Draw one patient's anatomy, uptake and scanner parameters (a JSON-able dict)."""
     u = rng.uniform
     domain = "B" if u() < settings.second_domain_fraction else "A"
-    h, w, dpt = u(0.88, 1.08), u(0.85, 1.15), u(0.85, 1.2)
-    z0 = u(-20, 25)
+    h, w, dpt = u(0.86, 1.1), u(0.8, 1.22), u(0.8, 1.3)
+    z0 = u(-25, 30)
+    phase = str(rng.choice(list(CONTRAST_HU), p=[0.4, 0.4, 0.2]))
+    blood_hu, liver_hu, spleen_hu, kidney_hu = (v + u(-15, 15) for v in CONTRAST_HU[phase])
+    organ_scale = {o: u(0.85, 1.18) for o in ORGANS_JITTERED}
+    s = lambda o, semi: tuple(float(x * organ_scale[o]) for x in semi)  # noqa: E731
     a = dict(
-        domain=domain, male=bool(u() < 0.6), h=h, w=w, z0=z0,
-        W=160 * w, D=105 * dpt, y_body=u(-8, 8), fat_mm=u(8, 32),
+        domain=domain, male=bool(u() < 0.6), h=h, w=w, z0=z0, contrast=phase,
+        W=160 * w, D=105 * dpt, y_body=u(-10, 10), fat_mm=u(5, 45),
         z_shoulder=z0 + 575 * h, z_lung=z0 + 470 * h, z_liver=z0 + 375 * h, z_kidney=z0 + 295 * h,
-        lung_x=u(80, 92) * w, lung_semi=(u(55, 66) * w, u(72, 88) * dpt, u(92, 108) * h),
-        fissure_slope=u(0.7, 1.1), fissure_offset=(u(-5, 15), u(-5, 15)), horizontal_fissure=u(5, 25),
-        heart_semi=(u(52, 62), u(42, 50), u(55, 66)), aorta_r=u(10, 13.5),
-        liver_semi=(u(90, 108) * w, u(75, 90) * dpt, u(65, 80) * h),
-        spleen_semi=(u(25, 34), u(40, 52), u(45, 60)), kidney_semi=(u(24, 30), u(20, 25), u(48, 58)),
-        bladder_semi=tuple(u(25, 48, size=3)), prostate_semi=(u(15, 21), u(13, 17), u(15, 20)),
-        muscle_suv=u(0.6, 1.0), lung_suv=u(0.3, 0.6), blood_suv=u(1.4, 2.2), myocardium_suv=u(1.5, 14.0),
-        liver_suv=u(1.6, 2.7), spleen_suv=u(1.4, 2.3), kidney_suv=u(2.5, 6.0), urine_suv=u(8.0, 60.0),
-        prostate_suv=u(1.3, 3.0), brain_suv=u(6.0, 12.0),
-        pet_fwhm_mm=u(5.0, 7.5) if domain == "A" else u(7.5, 10.5),
-        pet_noise=u(0.12, 0.25) if domain == "A" else u(0.25, 0.4),
-        suv_scale=1.0 if domain == "A" else u(0.85, 1.15),
-        ct_noise_hu=u(6, 15) if domain == "A" else u(18, 35),
-        ct_offset_hu=0.0 if domain == "A" else u(-20, 20), ct_gain=1.0 if domain == "A" else u(0.95, 1.05),
+        lung_x=u(78, 94) * w, lung_semi=(u(52, 68) * w, u(68, 92) * dpt, u(85, 115) * h),
+        fissure_slope=u(0.5, 1.3), fissure_offset=(u(-15, 25), u(-15, 25)), horizontal_fissure=u(15, 40),
+        heart_semi=s("heart", (u(50, 62), u(40, 50), u(52, 66))), aorta_r=u(9, 15),
+        liver_semi=s("liver", (u(80, 95), u(68, 82), u(58, 72))),
+        spleen_semi=s("spleen", (u(24, 34), u(38, 54), u(42, 62))),
+        kidney_semi=s("kidney_l", (u(23, 30), u(19, 25), u(46, 60))),
+        bladder_semi=tuple(u(22, 50, size=3)), prostate_semi=s("prostate", (u(15, 21), u(13, 17), u(15, 20))),
+        shift={o: rng.normal(scale=12.0, size=3) for o in ORGANS_JITTERED},
+        tilt={o: rng.normal(scale=0.18, size=3) for o in ORGANS_JITTERED},
+        blood_hu=blood_hu, liver_hu=liver_hu, spleen_hu=spleen_hu, kidney_hu=kidney_hu,
+        muscle_suv=u(0.5, 1.1), lung_suv=u(0.25, 0.7), blood_suv=u(1.2, 2.4), myocardium_suv=u(1.0, 18.0),
+        liver_suv=u(1.3, 3.2), spleen_suv=u(1.2, 2.6), kidney_suv=u(2.0, 8.0), urine_suv=u(6.0, 70.0),
+        prostate_suv=u(1.2, 3.5), brain_suv=u(5.0, 13.0),
+        pet_fwhm_mm=u(5.0, 7.5) if domain == "A" else u(7.5, 11.0),
+        pet_noise=u(0.12, 0.25) if domain == "A" else u(0.25, 0.45),
+        suv_scale=1.0 if domain == "A" else u(0.8, 1.2),
+        ct_noise_hu=u(6, 15) if domain == "A" else u(18, 40),
+        ct_offset_hu=0.0 if domain == "A" else u(-25, 25), ct_gain=1.0 if domain == "A" else u(0.93, 1.07),
     )
     return a
 
@@ -220,11 +252,12 @@ def generate_case(rng: np.random.Generator, settings: PhantomSettings = PhantomS
     a = sample_anatomy(rng, settings)
     shape = settings.shape
     origin = (-(shape[0] - 1) / 2 * settings.spacing[0], -(shape[1] - 1) / 2 * settings.spacing[1], 0.0)
-    canvas = Canvas(shape, settings.spacing, origin, Deformation.random(rng))
+    canvas = Canvas(shape, settings.spacing, origin, Deformation.random(rng, n=6, amplitude_mm=12.0))
     p = Painter(canvas)
     _body(p, rng, a)
-    _abdomen(p, rng, a)
-    _thorax(p, rng, a)
+    _lungs(p, rng, a)
+    _abdomen(p, rng, a)  # liver and spleen domes push the lung bases up (diaphragm)
+    _heart_aorta(p, rng, a)
     p.label[~p.body] = 0
     lesions = add_lesions(p, rng, a, settings)
     ct, pet = _acquire(p, rng, a, np.asarray(settings.spacing))
@@ -251,7 +284,9 @@ def _acquire(p: Painter, rng, a: Dict, spacing: np.ndarray):
 def _jsonable(d: Dict) -> Dict:
     out = {}
     for k, v in d.items():
-        if isinstance(v, (tuple, list, np.ndarray)):
+        if isinstance(v, dict):
+            out[k] = _jsonable(v)
+        elif isinstance(v, (tuple, list, np.ndarray)):
             out[k] = [round(float(x), 3) for x in v]
         elif isinstance(v, (bool, str)):
             out[k] = v

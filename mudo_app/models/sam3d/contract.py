@@ -1,0 +1,102 @@
+"""Input contracts of the foundation models (frozen dataclasses, one per model) and the crop geometry.
+
+The one place that converts between voxel indices of the user's volume, world coordinates and voxel
+indices of the model's ``crop``^3 input. Axis order everywhere: the volume's own ``[i, j, k]`` (as
+stored in the file); the crop keeps the volume's axis directions, so crop index ``(a, b, c)`` is the
+tensor index ``(D, H, W)`` the model sees, and point prompts are given in that order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mudo_app.io.volume import Volume, resample_to_grid
+
+
+@dataclass(frozen=True)
+class InputContract:
+    """How a foundation model wants its input.
+
+    ``spacing_mm``: isotropic resampling; ``crop``: cube side in voxels; ``clip``: intensity window
+    applied before normalisation (SAM-Med3D clips CT to [-1000, 1000] HU); normalisation is a z-score
+    over the crop's voxels > 0 (the published ``ZNormalization(masking_method=x > 0)``); ``fill`` is the
+    raw value used outside the volume.
+    """
+
+    name: str
+    modality: str  # "CT" or "PET"
+    spacing_mm: float = 1.5
+    crop: int = 128
+    clip: Optional[Tuple[float, float]] = None
+    fill: float = 0.0
+
+    def normalise(self, crop: np.ndarray) -> np.ndarray:
+        x = crop.astype(np.float32)
+        if self.clip is not None:
+            x = np.clip(x, *self.clip)
+        fg = x[x > 0]
+        if fg.size > 1 and fg.std() > 0:
+            x = (x - fg.mean()) / fg.std()
+        return x.astype(np.float32)
+
+
+SAM_MED3D_CT = InputContract("sam_med3d_ct", "CT", clip=(-1000.0, 1000.0), fill=-1000.0)
+SEGANYPET_PET = InputContract("seganypet_pet", "PET", fill=0.0)
+# Stand-ins were trained on 2 mm crops of the synthetic phantoms (see sample-datasets/README.md).
+STANDIN_CT = InputContract("standin_ct", "CT", spacing_mm=2.0, clip=(-1000.0, 1000.0), fill=-1000.0)
+STANDIN_PET = InputContract("standin_pet", "PET", spacing_mm=2.0, fill=0.0)
+
+
+class CropGrid:
+    """A ``size``^3 grid of ``spacing`` mm centred on a world point, axes parallel to the volume's."""
+
+    def __init__(self, volume_affine: np.ndarray, centre_world: np.ndarray, spacing: float, size: int):
+        directions = volume_affine[:3, :3] / np.linalg.norm(volume_affine[:3, :3], axis=0)
+        self.size = int(size)
+        self.affine = np.eye(4)
+        self.affine[:3, :3] = directions * spacing
+        self.affine[:3, 3] = np.asarray(centre_world, float) - self.affine[:3, :3] @ np.full(3, (size - 1) / 2)
+        self.centre_world = np.asarray(centre_world, float)
+
+    def world_to_crop(self, world: np.ndarray) -> np.ndarray:
+        """(N, 3) world mm -> (N, 3) crop voxel coordinates (float)."""
+        w = np.c_[np.asarray(world, float), np.ones(len(world))]
+        return (np.linalg.inv(self.affine) @ w.T).T[:, :3]
+
+    def contains(self, crop_coords: np.ndarray, margin: float = 0.0) -> bool:
+        c = np.asarray(crop_coords)
+        return bool(np.all(c >= margin) and np.all(c <= self.size - 1 - margin))
+
+    def sample(self, volume: Volume, fill: float) -> np.ndarray:
+        """The volume resampled (trilinear) onto this crop: (size, size, size) float32."""
+        return resample_to_grid(volume, (self.size,) * 3, self.affine, order=1, fill=fill).array
+
+    def to_volume_grid(self, crop_values: torch.Tensor, volume_shape, volume_affine: np.ndarray) -> np.ndarray:
+        """Map (size^3) crop values back onto the volume grid (trilinear; 0 outside the crop).
+
+        Only the box of volume voxels the crop covers is computed; the result has ``volume_shape``.
+        """
+        out = np.zeros(volume_shape, np.float32)
+        corners = np.array([[a, b, c] for a in (0, self.size - 1) for b in (0, self.size - 1) for c in (0, self.size - 1)])
+        world = (self.affine @ np.c_[corners, np.ones(8)].T).T
+        vox = (np.linalg.inv(volume_affine) @ world.T).T[:, :3]
+        lo = np.maximum(np.floor(vox.min(0)).astype(int), 0)
+        hi = np.minimum(np.ceil(vox.max(0)).astype(int) + 1, volume_shape)
+        if np.any(hi <= lo):
+            return out
+        axes = [torch.arange(int(lo[a]), int(hi[a]), dtype=torch.float64) for a in range(3)]
+        gi, gj, gk = torch.meshgrid(*axes, indexing="ij")
+        m = torch.from_numpy(np.linalg.inv(self.affine) @ volume_affine)  # volume voxel -> crop voxel
+        pts = [m[r, 0] * gi + m[r, 1] * gj + m[r, 2] * gk + m[r, 3] for r in range(3)]
+        # grid_sample wants (x, y, z) = (W, H, D) order, normalised to [-1, 1] with align_corners=True
+        scale = 2.0 / (self.size - 1)
+        grid = torch.stack([pts[2] * scale - 1, pts[1] * scale - 1, pts[0] * scale - 1], dim=-1).float()
+        vals = F.grid_sample(crop_values.reshape(1, 1, *(self.size,) * 3).float(), grid[None], mode="bilinear",
+                             padding_mode="zeros", align_corners=True)
+        out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = vals[0, 0].numpy()
+        return out

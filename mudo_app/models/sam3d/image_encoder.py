@@ -1,0 +1,169 @@
+"""3-D ViT image encoder of SAM-Med3D / SegAnyPET (``vit_b_ori``: 768-d, 12 blocks, 12 heads).
+
+Input (B, 1, D, H, W) with D = H = W = ``img_size`` (128), already normalised. Tokens live in
+(B, d, h, w, C) order with d = D / patch etc.; the output embedding is (B, out_chans, d, h, w).
+
+Windowed blocks zero-pad the token grid to a multiple of the window after ``norm1`` and attend within
+windows; global blocks attend over the whole grid. Attention adds the *published* relative-position
+term, which is not the textbook decomposed form (see ``relative_position_bias``).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mudo_app.models.sam3d.common import LayerNorm3d, MLPBlock
+
+
+def rel_pos_table(size: int, table: torch.Tensor) -> torch.Tensor:
+    """(size, size, C) table ``R[a, b] = table[a - b + size - 1]`` for query/key positions a, b."""
+    if table.shape[0] != 2 * size - 1:
+        raise ValueError(f"relative-position table has {table.shape[0]} rows, expected {2 * size - 1}")
+    idx = torch.arange(size)[:, None] - torch.arange(size)[None, :] + size - 1
+    return table[idx.to(table.device)]
+
+
+def relative_position_bias(q: torch.Tensor, tables: Sequence[torch.Tensor], grid: Tuple[int, int, int]) -> torch.Tensor:
+    """Bias (N, S^3, S^3) added to attention logits, exactly as the published 3-D encoder computes it.
+
+    ``q``: unscaled queries (N, S^3, c) in (d, h, w) token order; ``tables``: rel_pos_d, _h, _w of shape
+    (2S-1, c). For query (qd, qh, qw) and key (kd, kh, kw) the bias is::
+
+        q(qd,qh,qw)·P_d[qd-kw] + q(qd,qh,kd)·P_h[qh-kw] + q(qd,qh,kh)·P_w[kh-kw]
+
+    (a 2-D broadcasting pattern carried into 3-D; it needs a cubic grid).
+    """
+    d, h, w = grid
+    if not d == h == w:
+        raise ValueError(f"the published relative-position term needs a cubic token grid, got {grid}")
+    n, _, c = q.shape
+    rd, rh, rw = (rel_pos_table(d, t) for t in tables)
+    rq = q.reshape(n, d, h, w, c)
+    # t_x[n, a, b, e, k]: query vector at (a, b, e) against table row (index-of-axis - k)
+    t_d = torch.einsum("nabec,akc->nabek", rq, rd)  # q(qd,qh,qw)·P_d[qd-k]
+    t_h = torch.einsum("nabec,bkc->nabek", rq, rh)  # q(qd,qh,e)·P_h[qh-k]
+    t_w = torch.einsum("nabec,ekc->nabek", rq, rw)  # q(qd,qh,e)·P_w[e-k]
+    bias = (
+        t_d[:, :, :, :, None, None, :]  # (n, qd, qh, qw, 1, 1, kw)
+        + t_h[:, :, :, None, :, None, :]  # e -> kd
+        + t_w[:, :, :, None, None, :, :]  # e -> kh
+    )
+    return bias.reshape(n, d * h * w, d * h * w)
+
+
+class Attention3D(nn.Module):
+    """Multi-head self-attention over a (B, d, h, w, C) token grid with the published rel-pos term."""
+
+    def __init__(self, dim: int, num_heads: int, grid: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+        self.rel_pos_d = nn.Parameter(torch.zeros(2 * grid - 1, self.head_dim))
+        self.rel_pos_h = nn.Parameter(torch.zeros(2 * grid - 1, self.head_dim))
+        self.rel_pos_w = nn.Parameter(torch.zeros(2 * grid - 1, self.head_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, d, h, w, c = x.shape
+        t = d * h * w
+        qkv = self.qkv(x).reshape(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.reshape(3, b * self.num_heads, t, self.head_dim).unbind(0)
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        attn = attn + relative_position_bias(q, (self.rel_pos_d, self.rel_pos_h, self.rel_pos_w), (d, h, w))
+        out = attn.softmax(dim=-1) @ v
+        out = out.view(b, self.num_heads, d, h, w, self.head_dim).permute(0, 2, 3, 4, 1, 5).reshape(b, d, h, w, c)
+        return self.proj(out)
+
+
+def window_partition(x: torch.Tensor, ws: int):
+    """(B, d, h, w, C) -> (B * nWin, ws, ws, ws, C) after zero-padding each side to a multiple of ws."""
+    b, d, h, w, c = x.shape
+    pd, ph, pw = (-d) % ws, (-h) % ws, (-w) % ws
+    if pd or ph or pw:
+        x = F.pad(x, (0, 0, 0, pw, 0, ph, 0, pd))
+    dp, hp, wp = d + pd, h + ph, w + pw
+    x = x.view(b, dp // ws, ws, hp // ws, ws, wp // ws, ws, c)
+    return x.permute(0, 1, 3, 5, 2, 4, 6, 7).reshape(-1, ws, ws, ws, c), (dp, hp, wp)
+
+
+def window_unpartition(windows: torch.Tensor, ws: int, padded, size) -> torch.Tensor:
+    """Inverse of :func:`window_partition`; crops the padding off."""
+    dp, hp, wp = padded
+    d, h, w = size
+    b = windows.shape[0] // ((dp // ws) * (hp // ws) * (wp // ws))
+    x = windows.view(b, dp // ws, hp // ws, wp // ws, ws, ws, ws, -1)
+    x = x.permute(0, 1, 4, 2, 5, 3, 6, 7).reshape(b, dp, hp, wp, -1)
+    return x[:, :d, :h, :w].contiguous()
+
+
+class Block3D(nn.Module):
+    """Pre-norm transformer block; ``window_size`` 0 means global attention."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, window_size: int, grid: int):
+        super().__init__()
+        self.window_size = window_size
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention3D(dim, num_heads, window_size if window_size > 0 else grid)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = MLPBlock(dim, int(dim * mlp_ratio), nn.GELU)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.norm1(x)
+        if self.window_size > 0:
+            size = x.shape[1:4]
+            x, padded = window_partition(x, self.window_size)
+            x = window_unpartition(self.attn(x), self.window_size, padded, size)
+        else:
+            x = self.attn(x)
+        x = shortcut + x
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchEmbed3D(nn.Module):
+    """Non-overlapping ``patch``^3 convolution; output in (B, d, h, w, C) order."""
+
+    def __init__(self, patch: int, in_chans: int, dim: int):
+        super().__init__()
+        self.proj = nn.Conv3d(in_chans, dim, kernel_size=patch, stride=patch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).permute(0, 2, 3, 4, 1)
+
+
+class ImageEncoderViT3D(nn.Module):
+    def __init__(self, img_size: int = 128, patch_size: int = 16, in_chans: int = 1, embed_dim: int = 768,
+                 depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0, out_chans: int = 384,
+                 window_size: int = 14, global_attn_indexes: Sequence[int] = (2, 5, 8, 11)):
+        super().__init__()
+        if img_size % patch_size:
+            raise ValueError(f"img_size {img_size} must be a multiple of patch_size {patch_size}")
+        self.img_size = img_size
+        grid = img_size // patch_size
+        self.patch_embed = PatchEmbed3D(patch_size, in_chans, embed_dim)
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, grid, embed_dim))
+        self.blocks = nn.ModuleList(
+            Block3D(embed_dim, num_heads, mlp_ratio, 0 if i in global_attn_indexes else window_size, grid)
+            for i in range(depth)
+        )
+        self.neck = nn.Sequential(
+            nn.Conv3d(embed_dim, out_chans, kernel_size=1, bias=False),
+            LayerNorm3d(out_chans),
+            nn.Conv3d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
+            LayerNorm3d(out_chans),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, S, S, S) normalised image -> (B, out_chans, S/16, S/16, S/16) embedding."""
+        if x.ndim != 5 or tuple(x.shape[2:]) != (self.img_size,) * 3:
+            raise ValueError(f"image must be (B, C, {self.img_size}, {self.img_size}, {self.img_size}), got {tuple(x.shape)}")
+        x = self.patch_embed(x) + self.pos_embed
+        for blk in self.blocks:
+            x = blk(x)
+        return self.neck(x.permute(0, 4, 1, 2, 3))

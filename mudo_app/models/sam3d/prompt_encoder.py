@@ -1,0 +1,110 @@
+"""Prompt encoder of the 3D SAM: random Fourier positional encoding, point and mask prompts.
+
+Points are voxel indices inside the ``input_size``^3 crop, in the image tensor's own axis order
+(D, H, W), shape (B, N, 3); labels (B, N): 1 positive, 0 negative, -1 padding. Mask prompts are
+low-resolution logits (B, 1, 4e, 4e, 4e) with e the embedding grid side (32^3 for ``vit_b_ori``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from mudo_app.models.sam3d.common import LayerNorm3d
+
+
+class RandomFourierPE3D(nn.Module):
+    """Positional encoding ``[sin(u), cos(u), sin(u)]`` with ``u = 2π (2c - 1) @ G`` (the published form)."""
+
+    def __init__(self, features: int):
+        super().__init__()
+        self.register_buffer("positional_encoding_gaussian_matrix", torch.randn(3, features))
+
+    def encode(self, coords: torch.Tensor) -> torch.Tensor:
+        """coords in [0, 1], (..., 3) -> (..., 3 * features)."""
+        u = 2 * math.pi * ((2 * coords - 1) @ self.positional_encoding_gaussian_matrix)
+        return torch.cat([torch.sin(u), torch.cos(u), torch.sin(u)], dim=-1)
+
+    def grid(self, size: Tuple[int, int, int]) -> torch.Tensor:
+        """Dense encoding (C, d, h, w) of a grid; at index (a0, a1, a2) the coordinates are
+        ((a1 + .5)/h, (a0 + .5)/d, (a2 + .5)/w): the first two axes swapped, as published."""
+        d, h, w = size
+        dev = self.positional_encoding_gaussian_matrix.device
+        a0 = (torch.arange(d, device=dev, dtype=torch.float32) + 0.5) / d
+        a1 = (torch.arange(h, device=dev, dtype=torch.float32) + 0.5) / h
+        a2 = (torch.arange(w, device=dev, dtype=torch.float32) + 0.5) / w
+        g0, g1, g2 = torch.meshgrid(a0, a1, a2, indexing="ij")
+        return self.encode(torch.stack([g1, g0, g2], dim=-1)).permute(3, 0, 1, 2)
+
+    def points(self, coords: torch.Tensor, size: Tuple[int, int, int]) -> torch.Tensor:
+        """Encode coordinates already in voxel units of a ``size`` crop (divided per axis here)."""
+        scale = torch.tensor(size, dtype=coords.dtype, device=coords.device)
+        return self.encode(coords / scale)
+
+
+class PromptEncoder3D(nn.Module):
+    def __init__(self, embed_dim: int = 384, image_embedding_size: Tuple[int, int, int] = (8, 8, 8),
+                 input_image_size: Tuple[int, int, int] = (128, 128, 128), mask_in_chans: int = 16):
+        super().__init__()
+        if embed_dim % 3:
+            raise ValueError(f"embed_dim must be divisible by 3, got {embed_dim}")
+        self.embed_dim = embed_dim
+        self.image_embedding_size = tuple(image_embedding_size)
+        self.input_image_size = tuple(input_image_size)
+        self.pe_layer = RandomFourierPE3D(embed_dim // 3)
+        self.point_embeddings = nn.ModuleList(nn.Embedding(1, embed_dim) for _ in range(2))  # negative, positive
+        self.not_a_point_embed = nn.Embedding(1, embed_dim)
+        self.mask_downscaling = nn.Sequential(
+            nn.Conv3d(1, mask_in_chans // 4, kernel_size=2, stride=2),
+            LayerNorm3d(mask_in_chans // 4),
+            nn.GELU(),
+            nn.Conv3d(mask_in_chans // 4, mask_in_chans, kernel_size=2, stride=2),
+            LayerNorm3d(mask_in_chans),
+            nn.GELU(),
+            nn.Conv3d(mask_in_chans, embed_dim, kernel_size=1),
+        )
+        self.no_mask_embed = nn.Embedding(1, embed_dim)
+
+    @property
+    def mask_input_size(self) -> Tuple[int, int, int]:
+        return tuple(4 * s for s in self.image_embedding_size)  # type: ignore[return-value]
+
+    def get_dense_pe(self) -> torch.Tensor:
+        """(1, C, d, h, w) positional encoding of the image embedding grid."""
+        return self.pe_layer.grid(self.image_embedding_size).unsqueeze(0)
+
+    def _embed_points(self, coords: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
+        coords = coords + 0.5  # voxel centres
+        if pad:
+            coords = torch.cat([coords, torch.zeros_like(coords[:, :1])], dim=1)
+            labels = torch.cat([labels, -torch.ones_like(labels[:, :1])], dim=1)
+        emb = self.pe_layer.points(coords, self.input_image_size)
+        emb = torch.where((labels == -1)[..., None], self.not_a_point_embed.weight.expand_as(emb), emb)
+        emb = emb + (labels == 0)[..., None] * self.point_embeddings[0].weight
+        emb = emb + (labels == 1)[..., None] * self.point_embeddings[1].weight
+        return emb
+
+    def forward(self, points: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+                masks: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Return (sparse (B, N, C), dense (B, C, d, h, w)) embeddings. Box prompts are not supported."""
+        if points is not None:
+            bs = points[0].shape[0]
+        elif masks is not None:
+            bs = masks.shape[0]
+        else:
+            bs = 1
+        dev = self.no_mask_embed.weight.device
+        sparse = torch.empty((bs, 0, self.embed_dim), device=dev)
+        if points is not None:
+            coords, labels = points
+            sparse = torch.cat([sparse, self._embed_points(coords.float(), labels, pad=True)], dim=1)
+        if masks is not None:
+            if tuple(masks.shape[-3:]) != self.mask_input_size:
+                raise ValueError(f"mask prompt must be (B, 1, {self.mask_input_size}), got {tuple(masks.shape)}")
+            dense = self.mask_downscaling(masks)
+        else:
+            dense = self.no_mask_embed.weight.reshape(1, -1, 1, 1, 1).expand(bs, -1, *self.image_embedding_size)
+        return sparse, dense

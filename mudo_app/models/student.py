@@ -1,0 +1,34 @@
+"""The student: a 3-D U-Net from MONAI parts, input (B, 2, X, Y, Z) = [CT, PET], output 14 logits.
+
+Builders are registered by name so training and inference rebuild exactly the same network from the
+name and arguments a checkpoint carries.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict
+
+import torch.nn as nn
+from monai.networks.nets import UNet
+
+from mudo_app.labels import NUM_CLASSES
+
+
+def _unet(channels, in_channels: int = 2, out_channels: int = NUM_CLASSES, num_res_units: int = 1) -> nn.Module:
+    return UNet(spatial_dims=3, in_channels=in_channels, out_channels=out_channels, channels=channels,
+                strides=(2,) * (len(channels) - 1), num_res_units=num_res_units)
+
+
+STUDENTS: Dict[str, Callable[..., nn.Module]] = {
+    # 0.6 M parameters; strided MONAI UNet, 3 down-samplings (input sides must be multiples of 8)
+    "unet_small": lambda **kw: _unet((16, 32, 64, 128), **kw),
+    # 2.4 M parameters
+    "unet": lambda **kw: _unet((32, 64, 128, 256), **kw),
+}
+
+
+def build_student(name: str = "unet_small", **kwargs) -> nn.Module:
+    """Build a registered student; ``kwargs`` (``in_channels``, ``out_channels``...) go to the builder."""
+    if name not in STUDENTS:
+        raise ValueError(f"unknown student {name!r}; choose one of {sorted(STUDENTS)}")
+    return STUDENTS[name](**kwargs)

@@ -1,0 +1,68 @@
+"""Plain supervised training of the student on labelled cases, and sliding-window prediction.
+
+This is the "supervised only" baseline and the loop that measures the synthetic data's headroom.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Sequence
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+from monai.losses import DiceCELoss
+from tqdm.auto import tqdm
+
+from mudo_app.io.datastore import Case
+from mudo_app.models import build_student
+from mudo_app.transforms.intensity import StudentInput
+from mudo_app.transforms.patches import random_patch
+
+
+@dataclass(frozen=True)
+class SupervisedSettings:
+    student: str = "unet_small"
+    iterations: int = 600
+    batch_size: int = 2
+    patch: Sequence[int] = (64, 64, 64)
+    lr: float = 2e-3
+    seed: int = 0
+    foreground_prob: float = 0.5
+
+
+def train_supervised(cases: List[Case], settings: SupervisedSettings = SupervisedSettings(),
+                     progress: bool = True) -> torch.nn.Module:
+    """Train a student from scratch on ``cases`` (each with a label); returns it in eval mode."""
+    if not cases or any(c.label is None for c in cases):
+        raise ValueError("train_supervised needs at least one case, every case labelled")
+    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    prep = StudentInput()
+    data = [(prep(c.ct.array, c.pet.array), c.label.array.astype(np.int64)) for c in cases]
+    net = build_student(settings.student)
+    opt = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=settings.iterations, power=0.9)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=0.5, lambda_ce=0.5)
+    net.train()
+    bar = tqdm(range(settings.iterations), desc="supervised", unit="it", disable=not progress)
+    for _ in bar:
+        xs, ys = zip(*(random_patch(*data[rng.integers(len(data))], settings.patch, rng, settings.foreground_prob)
+                       for _ in range(settings.batch_size)))
+        x = torch.from_numpy(np.stack(xs))
+        y = torch.from_numpy(np.stack(ys)[:, None])
+        loss = loss_fn(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    return net.eval()
+
+
+@torch.no_grad()
+def predict_label(net: torch.nn.Module, ct: np.ndarray, pet: np.ndarray, roi=(64, 64, 64)) -> np.ndarray:
+    """Sliding-window argmax label (X, Y, Z) uint8 on exactly the input grid."""
+    x = torch.from_numpy(StudentInput()(ct, pet))[None]
+    logits = sliding_window_inference(x, roi, sw_batch_size=2, predictor=net, overlap=0.25, mode="gaussian")
+    return logits.argmax(1)[0].numpy().astype(np.uint8)

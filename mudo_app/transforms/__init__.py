@@ -1,0 +1,1 @@
+"""Array transforms shared by training and inference."""
