@@ -48,12 +48,20 @@ class Deformation:
 class Canvas:
     """World coordinates of a diagonal RAS grid, evaluated lazily inside bounding boxes."""
 
-    def __init__(self, shape: Sequence[int], spacing: Sequence[float], origin: Sequence[float], deformation: Deformation):
+    def __init__(self, shape: Sequence[int], spacing: Sequence[float], origin: Sequence[float], deformation: Deformation,
+                 pose: np.ndarray = None, pivot: Sequence[float] = (0.0, 0.0, 0.0)):
         self.shape = tuple(int(s) for s in shape)
         self.spacing = np.asarray(spacing, np.float64)
         self.origin = np.asarray(origin, np.float64)
         self.axes = [(self.origin[a] + self.spacing[a] * np.arange(self.shape[a])).astype(np.float32) for a in range(3)]
         self.deformation = deformation
+        # the patient's pose on the table: scanner = pose @ (patient - pivot) + pivot
+        self.pose = np.eye(3) if pose is None else np.asarray(pose, np.float64)
+        self.pivot = np.asarray(pivot, np.float64)
+
+    def to_patient(self, scanner_mm: np.ndarray) -> np.ndarray:
+        """Scanner (grid) world coordinates (3,) -> the patient frame the anatomy is drawn in."""
+        return self.pose.T @ (np.asarray(scanner_mm, np.float64) - self.pivot) + self.pivot
 
     @property
     def affine(self) -> np.ndarray:
@@ -64,6 +72,9 @@ class Canvas:
     def box(self, lo: Sequence[float], hi: Sequence[float]) -> Slices:
         """Index slices covering the world box [lo, hi] (mm), widened by the deformation amplitude."""
         pad = 3 * float(np.abs(self.deformation.amplitude).sum(axis=0).max()) + 2 * float(self.spacing.max())
+        corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])], float)
+        corners = (self.pose @ (corners - self.pivot).T).T + self.pivot
+        lo, hi = corners.min(0), corners.max(0)
         out = []
         for a in range(3):
             i0 = int(np.floor((lo[a] - pad - self.origin[a]) / self.spacing[a]))
@@ -72,10 +83,15 @@ class Canvas:
         return tuple(out)  # type: ignore[return-value]
 
     def coords(self, sl: Slices, deformed: bool = True):
-        """Deformed world coordinates (x, y, z) of the voxels in ``sl``, as broadcastable arrays."""
+        """Patient-frame (posed, then deformed) coordinates (x, y, z) of the voxels in ``sl``."""
         x = self.axes[0][sl[0]][:, None, None]
         y = self.axes[1][sl[1]][None, :, None]
         z = self.axes[2][sl[2]][None, None, :]
+        if not np.allclose(self.pose, np.eye(3)):
+            r = self.pose.T.astype(np.float32)  # scanner -> patient
+            c = self.pivot.astype(np.float32)
+            d = (x - c[0], y - c[1], z - c[2])
+            x, y, z = (r[i, 0] * d[0] + r[i, 1] * d[1] + r[i, 2] * d[2] + c[i] for i in range(3))
         if not deformed:
             return x, y, z
         return self.deformation.apply(x, y, z)

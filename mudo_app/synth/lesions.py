@@ -20,7 +20,7 @@ def _random_voxel_world(p, mask: np.ndarray, rng) -> np.ndarray:
         return None
     i, j, k = np.unravel_index(idx[rng.integers(idx.size)], mask.shape)
     ax = p.canvas.axes
-    return np.array([ax[0][i], ax[1][j], ax[2][k]], np.float64)
+    return p.canvas.to_patient(np.array([ax[0][i], ax[1][j], ax[2][k]], np.float64))
 
 
 def _site_centre(site: str, p, rng, a: Dict):
@@ -54,7 +54,7 @@ def add_lesions(p, rng: np.random.Generator, a: Dict, settings) -> List[Dict]:
     if rng.random() < settings.lesion_free_fraction:
         return []
     out = []
-    for _ in range(int(rng.integers(1, settings.max_lesions + 1))):
+    for _ in range(int(rng.integers(1, settings.max_lesions + 1))):  # noqa: B007
         site = str(rng.choice(SITES, p=SITE_P / SITE_P.sum()))
         centre = _site_centre(site, p, rng, a)
         if centre is None:
@@ -74,7 +74,7 @@ def add_lesions(p, rng: np.random.Generator, a: Dict, settings) -> List[Dict]:
         if not mask.any():
             continue
         background = float(np.median(p.suv[sl][mask]))
-        contrast = float(rng.uniform(1.8, 9.0))
+        contrast = float(rng.uniform(1.5, 9.0))
         peak = max(contrast * background, float(rng.uniform(2.5, 7.0)))
         suv = np.where(r < 0.35, peak * rng.uniform(0.4, 1.0), peak).astype(np.float32) if radius > 15 else peak
         hu = {"lung": 35.0, "liver": 38.0, "bone": float(rng.uniform(150, 900))}.get(site, 42.0)

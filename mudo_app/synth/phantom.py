@@ -30,7 +30,7 @@ class PhantomSettings:
     fov_mm: Tuple[float, float, float] = (480.0, 320.0, 800.0)
     second_domain_fraction: float = 0.25
     lesion_free_fraction: float = 0.15
-    max_lesions: int = 8
+    max_lesions: int = 10
 
     def __post_init__(self):
         if len(self.spacing) != 3 or min(self.spacing) <= 0:
@@ -211,14 +211,15 @@ def sample_anatomy(rng: np.random.Generator, settings: PhantomSettings) -> Dict:
     """Draw one patient's anatomy, uptake and scanner parameters (a JSON-able dict)."""
     u = rng.uniform
     domain = "B" if u() < settings.second_domain_fraction else "A"
-    h, w, dpt = u(0.86, 1.1), u(0.8, 1.22), u(0.8, 1.3)
-    z0 = u(-25, 30)
+    h, w, dpt = u(0.84, 1.12), u(0.78, 1.25), u(0.8, 1.3)
+    z0 = u(-40, 40)
     phase = str(rng.choice(list(CONTRAST_HU), p=[0.4, 0.4, 0.2]))
     blood_hu, liver_hu, spleen_hu, kidney_hu = (v + u(-15, 15) for v in CONTRAST_HU[phase])
     organ_scale = {o: u(0.85, 1.18) for o in ORGANS_JITTERED}
     s = lambda o, semi: tuple(float(x * organ_scale[o]) for x in semi)  # noqa: E731
     a = dict(
         domain=domain, male=bool(u() < 0.6), h=h, w=w, z0=z0, contrast=phase,
+        pose_deg=(u(-12, 12), u(-4, 4), u(-4, 4)),  # yaw (axial plane), pitch, roll of the patient
         W=160 * w, D=105 * dpt, y_body=u(-10, 10), fat_mm=u(5, 45),
         z_shoulder=z0 + 575 * h, z_lung=z0 + 470 * h, z_liver=z0 + 375 * h, z_kidney=z0 + 295 * h,
         lung_x=u(78, 94) * w, lung_semi=(u(52, 68) * w, u(68, 92) * dpt, u(85, 115) * h),
@@ -228,11 +229,11 @@ def sample_anatomy(rng: np.random.Generator, settings: PhantomSettings) -> Dict:
         spleen_semi=s("spleen", (u(24, 34), u(38, 54), u(42, 62))),
         kidney_semi=s("kidney_l", (u(23, 30), u(19, 25), u(46, 60))),
         bladder_semi=tuple(u(22, 50, size=3)), prostate_semi=s("prostate", (u(15, 21), u(13, 17), u(15, 20))),
-        shift={o: rng.normal(scale=12.0, size=3) for o in ORGANS_JITTERED},
+        shift={o: rng.normal(scale=14.0, size=3) for o in ORGANS_JITTERED},
         tilt={o: rng.normal(scale=0.18, size=3) for o in ORGANS_JITTERED},
         blood_hu=blood_hu, liver_hu=liver_hu, spleen_hu=spleen_hu, kidney_hu=kidney_hu,
         muscle_suv=u(0.5, 1.1), lung_suv=u(0.25, 0.7), blood_suv=u(1.2, 2.4), myocardium_suv=u(1.0, 18.0),
-        liver_suv=u(1.3, 3.2), spleen_suv=u(1.2, 2.6), kidney_suv=u(2.0, 8.0), urine_suv=u(6.0, 70.0),
+        liver_suv=u(1.3, 3.2), spleen_suv=u(1.2, 2.6), kidney_factor=u(1.3, 3.0), urine_suv=u(6.0, 70.0),
         prostate_suv=u(1.2, 3.5), brain_suv=u(5.0, 13.0),
         pet_fwhm_mm=u(5.0, 7.5) if domain == "A" else u(7.5, 11.0),
         pet_noise=u(0.12, 0.25) if domain == "A" else u(0.25, 0.45),
@@ -240,6 +241,7 @@ def sample_anatomy(rng: np.random.Generator, settings: PhantomSettings) -> Dict:
         ct_noise_hu=u(6, 15) if domain == "A" else u(18, 40),
         ct_offset_hu=0.0 if domain == "A" else u(-25, 25), ct_gain=1.0 if domain == "A" else u(0.93, 1.07),
     )
+    a["kidney_suv"] = a["liver_suv"] * a["kidney_factor"]  # parenchyma above liver: excretion
     return a
 
 
@@ -252,7 +254,9 @@ def generate_case(rng: np.random.Generator, settings: PhantomSettings = PhantomS
     a = sample_anatomy(rng, settings)
     shape = settings.shape
     origin = (-(shape[0] - 1) / 2 * settings.spacing[0], -(shape[1] - 1) / 2 * settings.spacing[1], 0.0)
-    canvas = Canvas(shape, settings.spacing, origin, Deformation.random(rng, n=6, amplitude_mm=12.0))
+    pose = rotation(*np.radians(a["pose_deg"]))
+    canvas = Canvas(shape, settings.spacing, origin, Deformation.random(rng, n=6, amplitude_mm=12.0), pose,
+                    pivot=(0.0, 0.0, a["z_liver"]))
     p = Painter(canvas)
     _body(p, rng, a)
     _lungs(p, rng, a)

@@ -111,6 +111,7 @@ class Sam3DPredictor:
 
         The crop is centred on the mean of the positive clicks (else of all clicks) unless every click
         already lies inside the current crop; its image embedding is computed once and cached.
+        ``mask_input`` (low-res logits of an earlier result) is used only while the crop stays the same.
         With ``multimask_output`` the candidate with the highest predicted IoU is returned.
         """
         if self._volume is None:
@@ -125,6 +126,7 @@ class Sam3DPredictor:
         elif len(pts):
             anchor = world[lab == 1] if (lab == 1).any() else world
             crop, emb = self._embedding_for(anchor.mean(0))
+            mask_input = None  # a new crop: the earlier low-res mask belongs to another frame
         else:
             raise InputError("a mask prompt alone needs a crop from an earlier click")
         coords = crop.world_to_crop(world) if len(pts) else None

@@ -1,0 +1,94 @@
+"""The two frozen teachers: SAM-Med3D for CT, SegAnyPET for PET, or this project's stand-ins.
+
+Official weights cannot be downloaded on the machines this project is built on, so the default
+teachers are small **stand-ins** of the same architecture trained by ``muduo pretrain-teachers`` on
+synthetic data (shipped under ``sample-datasets/teachers/``). Giving the path of an official
+checkpoint (``sam_med3d_turbo.pth``, ``seganypet_v1.pth``...) replaces a stand-in.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+
+from mudo_app.errors import InputError
+from mudo_app.models.sam3d import (
+    SAM_MED3D_CT, SEGANYPET_PET, STANDIN_CT, STANDIN_PET, InputContract, Sam3D, build_sam3d, load_strict,
+)
+from mudo_app.models.sam3d.build import read_state_dict
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STANDIN_DIR = REPO_ROOT / "sample-datasets" / "teachers"
+MODALITIES = {"CT": ("sam_med3d_ct", SAM_MED3D_CT, STANDIN_CT, "standin_ct.pt"),
+              "PET": ("seganypet_pet", SEGANYPET_PET, STANDIN_PET, "standin_pet.pt")}
+
+
+@dataclass
+class Teacher:
+    """A frozen 3D SAM with its input contract and where it came from."""
+
+    name: str  # "sam_med3d_ct" or "seganypet_pet"
+    modality: str
+    model: Sam3D
+    contract: InputContract
+    checkpoint: str
+    standin: bool
+
+    def describe(self) -> str:
+        kind = "STAND-IN (trained on synthetic data by this project)" if self.standin else "official checkpoint"
+        return f"{self.name}: {kind}, {self.checkpoint}"
+
+
+def save_standin(path: Union[str, os.PathLike], model: Sam3D, config: str, modality: str, provenance: dict) -> None:
+    """Write a stand-in teacher (fp16 weights + what rebuilds it) atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "model_state_dict": {k: v.detach().half() if v.is_floating_point() else v for k, v in model.state_dict().items()},
+        "standin": True, "architecture": config, "modality": modality, "provenance": provenance,
+    }
+    tmp = path.with_name(f".tmp-{path.name}")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def _read_meta(path: Path) -> dict:
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - read_state_dict below reports the reason
+        return {}
+    return {k: obj[k] for k in ("standin", "architecture", "modality", "provenance") if isinstance(obj, dict) and k in obj}
+
+
+def load_teacher(modality: str, checkpoint: Optional[Union[str, os.PathLike]] = None, device: str = "cpu") -> Teacher:
+    """The frozen teacher for ``modality`` ("CT" or "PET").
+
+    ``checkpoint`` None: the shipped stand-in. A stand-in file (written by ``save_standin``) rebuilds its
+    own small architecture; any other file is loaded strictly as the official ``vit_b_ori``.
+    """
+    modality = modality.upper()
+    if modality not in MODALITIES:
+        raise InputError(f"teacher modality must be CT or PET, got {modality!r}")
+    name, official_contract, standin_contract, default_file = MODALITIES[modality]
+    path = Path(checkpoint) if checkpoint is not None else STANDIN_DIR / default_file
+    if not path.is_file():
+        hint = " (run `muduo pretrain-teachers` to rebuild the stand-ins)" if checkpoint is None else ""
+        raise InputError(f"{modality} teacher checkpoint not found: {path}{hint}")
+    meta = _read_meta(path)
+    if meta.get("standin"):
+        if meta.get("modality") != modality:
+            raise InputError(f"{path} is a {meta.get('modality')} stand-in, not a {modality} teacher")
+        model = build_sam3d(meta["architecture"])
+        load_strict(model, {k: v.float() for k, v in read_state_dict(path).items()}, f"stand-in {path}")
+        contract, standin = standin_contract, True
+    else:
+        model = build_sam3d("vit_b_ori", checkpoint=path)
+        contract, standin = official_contract, False
+    model = model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return Teacher(name, modality, model, contract, str(path), standin)

@@ -1,0 +1,48 @@
+"""Simulated clicks (SAM-Med3D style): the first inside the object, later ones in the error region.
+
+All coordinates are voxel indices of the array they are computed on, in its own axis order.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+from scipy import ndimage
+
+
+def _deepest(mask: np.ndarray) -> np.ndarray:
+    """The voxel of ``mask`` farthest from its border (ties: the first in C order)."""
+    dist = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1, 1:-1]
+    return np.array(np.unravel_index(int(np.argmax(dist)), mask.shape))
+
+
+def first_click(target: np.ndarray, rng: Optional[np.random.Generator] = None) -> np.ndarray:
+    """A positive click: a random object voxel (``rng``), else the object's deepest voxel."""
+    if not target.any():
+        raise ValueError("target is empty: no voxel to click")
+    if rng is None:
+        return _deepest(target)
+    idx = np.argwhere(target)
+    return idx[rng.integers(len(idx))]
+
+
+def next_click(target: np.ndarray, pred: np.ndarray, rng: Optional[np.random.Generator] = None
+               ) -> Optional[Tuple[np.ndarray, int]]:
+    """A click correcting ``pred``: in the larger of false negatives (label 1) / false positives (0).
+
+    Deterministic (``rng`` None): the deepest voxel of the largest error component, as evaluation
+    protocols do. Random: a random voxel of the chosen error set. ``None`` when there is no error.
+    """
+    fn, fp = target & ~pred, pred & ~target
+    n_fn, n_fp = int(fn.sum()), int(fp.sum())
+    if n_fn == 0 and n_fp == 0:
+        return None
+    err, label = (fn, 1) if n_fn >= n_fp else (fp, 0)
+    if rng is not None:
+        idx = np.argwhere(err)
+        return idx[rng.integers(len(idx))], label
+    comps, n = ndimage.label(err)
+    sizes = ndimage.sum(err, comps, index=np.arange(1, n + 1))
+    largest = comps == (int(np.argmax(sizes)) + 1)
+    return _deepest(largest), label
