@@ -19,10 +19,10 @@ setup: $(STAMP)
 
 # Order matters (../shared/design/MONAILABEL_NOTES.md): the CPU torch first, then the runtime
 # dependencies under the constraints file, then monailabel without its unusable declared extras.
-$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+$(STAMP): requirements.txt tests/requirements.txt constraints.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt torch==2.13.0
-	$(PIP) install -q -c constraints.txt -r requirements.txt -r requirements-dev.txt
+	$(PIP) install -q -c constraints.txt -r requirements.txt -r tests/requirements.txt
 	$(PIP) install -q --no-deps monailabel==0.8.5
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	@$(PY) -c "import torch, monai, monailabel, mudo_app; assert torch.__version__.startswith('2.13.0'), torch.__version__"

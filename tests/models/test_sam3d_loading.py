@@ -42,8 +42,8 @@ def test_other_architecture_names_the_keys(tmp_path, small_state):
     torch.save(small_state, path)
     with pytest.raises(InputError, match="mis-shaped") as err:
         build_sam3d("vit_b_ori", checkpoint=path)
-    assert "missing" in str(err.value)  # vit_b_ori has 12 blocks, the stand-in 4
-    assert "image_encoder.blocks.4" in str(err.value)
+    assert "120 missing (image_encoder.blocks.10." in str(err.value)  # vit_b_ori has 12 blocks, the stand-in 4
+    assert "image_encoder.blocks.0.attn.qkv.weight: (576, 192) != (2304, 768)" in str(err.value)
 
 
 def test_extra_and_missing_keys_are_named(tmp_path, small_state):

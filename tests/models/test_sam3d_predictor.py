@@ -79,17 +79,17 @@ def test_click_lands_on_the_clicked_voxel(model, monkeypatch, affine):
 
 def test_embedding_is_cached_per_crop(model):
     pred = Sam3DPredictor(model, STANDIN_PET)
-    vol = np.random.default_rng(1).random((70, 70, 90)).astype(np.float32)
+    vol = np.random.default_rng(1).random((40, 40, 300)).astype(np.float32)  # 600 mm along k
     pred.set_image(vol, np.diag([2.0, 2.0, 2.0, 1.0]), "PET")
-    r1 = pred.predict(points=[[35, 35, 45]], labels=[1])
-    r2 = pred.predict(points=[[35, 35, 45], [40, 30, 50]], labels=[1, 0], mask_input=r1.low_res_logits)
+    r1 = pred.predict(points=[[20, 20, 150]], labels=[1])
+    r2 = pred.predict(points=[[20, 20, 150], [25, 15, 160]], labels=[1, 0], mask_input=r1.low_res_logits)
     assert pred.encoder_calls == 1
     assert r2.low_res_logits.shape == (1, 1, 32, 32, 32)
-    pred.predict(points=[[35, 35, 0]], labels=[1])  # far along k: a new crop
+    pred.predict(points=[[20, 20, 5]], labels=[1])  # 290 mm away along k: a new crop
     assert pred.encoder_calls == 2
-    pred.predict(points=[[35, 35, 45]], labels=[1])  # back: cached
+    pred.predict(points=[[20, 20, 150]], labels=[1])  # back: cached
     assert pred.encoder_calls == 2
-    res = pred.predict(points=[[35, 35, 45]], labels=[1], multimask_output=True)
+    res = pred.predict(points=[[20, 20, 150]], labels=[1], multimask_output=True)
     assert 0 <= res.probability.min() and res.probability.max() <= 1
 
 
