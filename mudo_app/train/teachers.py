@@ -98,7 +98,7 @@ def pretrain_teacher(cases: Sequence[Case], contract: InputContract, settings: T
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        bar.set_postfix(loss=f"{float(loss) / settings.clicks:.3f}")
+        bar.set_postfix(loss=f"{loss.detach().item() / settings.clicks:.3f}")
     return model.eval()
 
 

@@ -63,8 +63,22 @@ def test_state_dict_keys_and_shapes_equal_the_published_ones(dw):
 
 
 def test_image_embedding_matches_golden(embedding, golden):
+    """The default encoder (padded-window shortcut in the 8 windowed blocks) matches the golden."""
     assert embedding.shape == (1, 384, 8, 8, 8)
     assert _rel(embedding, golden["image_embedding"]) < TOL
+
+
+def test_padded_reference_path_matches_golden(golden_model, golden, dw):
+    blocks = golden_model.image_encoder.blocks
+    try:
+        for blk in blocks:
+            blk.fast_path = False
+        with torch.no_grad():
+            out = golden_model.image_encoder(torch.from_numpy(dw.golden_inputs()[0]))
+    finally:
+        for blk in blocks:
+            blk.fast_path = True
+    assert _rel(out, golden["image_embedding"]) < TOL
 
 
 @pytest.mark.parametrize("case, use_points, use_mask, multimask", [
@@ -102,9 +116,14 @@ def test_textbook_relative_position_would_fail_the_golden_test(golden_model, gol
     image = torch.from_numpy(dw.golden_inputs()[0])
     original = enc.relative_position_bias
     enc.relative_position_bias = textbook
+    blocks = golden_model.image_encoder.blocks
     try:
+        for blk in blocks:
+            blk.fast_path = False  # the reference path, where the textbook form is well defined
         with torch.no_grad():
             out = golden_model.image_encoder(image)
     finally:
         enc.relative_position_bias = original
+        for blk in blocks:
+            blk.fast_path = True
     assert _rel(out, golden["image_embedding"]) > 1e-3

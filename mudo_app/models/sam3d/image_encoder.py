@@ -69,14 +69,25 @@ class Attention3D(nn.Module):
         self.rel_pos_h = nn.Parameter(torch.zeros(2 * grid - 1, self.head_dim))
         self.rel_pos_w = nn.Parameter(torch.zeros(2 * grid - 1, self.head_dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, padded_window: int = 0) -> torch.Tensor:
+        """Self-attention over the grid of ``x`` (B, d, h, w, C).
+
+        ``padded_window`` S > d: the exact result for the real tokens of the grid zero-padded to S^3
+        (one window), computed without the padding (:mod:`fast_window`).
+        """
         b, d, h, w, c = x.shape
         t = d * h * w
         qkv = self.qkv(x).reshape(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.reshape(3, b * self.num_heads, t, self.head_dim).unbind(0)
-        attn = (q * self.scale) @ k.transpose(-2, -1)
-        attn = attn + relative_position_bias(q, (self.rel_pos_d, self.rel_pos_h, self.rel_pos_w), (d, h, w))
-        out = attn.softmax(dim=-1) @ v
+        tables = (self.rel_pos_d, self.rel_pos_h, self.rel_pos_w)
+        if padded_window:
+            from mudo_app.models.sam3d.fast_window import padded_window_attention
+
+            bq, bk, bv = self.qkv.bias.reshape(3, self.num_heads, self.head_dim).repeat(1, b, 1).unbind(0)
+            out = padded_window_attention(q, k, v, bq, bk, bv, tables, d, padded_window, self.scale)
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+            out = (attn + relative_position_bias(q, tables, (d, h, w))).softmax(dim=-1) @ v
         out = out.view(b, self.num_heads, d, h, w, self.head_dim).permute(0, 2, 3, 4, 1, 5).reshape(b, d, h, w, c)
         return self.proj(out)
 
@@ -108,6 +119,7 @@ class Block3D(nn.Module):
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, window_size: int, grid: int):
         super().__init__()
         self.window_size = window_size
+        self.fast_path = True  # exact shortcut when one window covers a smaller cubic grid
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention3D(dim, num_heads, window_size if window_size > 0 else grid)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
@@ -116,8 +128,10 @@ class Block3D(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         x = self.norm1(x)
-        if self.window_size > 0:
-            size = x.shape[1:4]
+        size = tuple(x.shape[1:4])
+        if self.window_size > 0 and self.fast_path and len(set(size)) == 1 and size[0] < self.window_size:
+            x = self.attn(x, padded_window=self.window_size)
+        elif self.window_size > 0:
             x, padded = window_partition(x, self.window_size)
             x = window_unpartition(self.attn(x), self.window_size, padded, size)
         else:

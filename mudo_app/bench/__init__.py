@@ -1,0 +1,1 @@
+"""Benchmarks that print measured numbers with the machine they ran on."""

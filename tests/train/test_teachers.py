@@ -1,0 +1,75 @@
+"""Stand-in teacher training, saving, loading and click evaluation (tiny budgets on CPU)."""
+
+import numpy as np
+import pytest
+import torch
+
+from mudo_app.cli import main
+from mudo_app.errors import InputError
+from mudo_app.io.datastore import Case
+from mudo_app.models.sam3d import STANDIN_PET, build_sam3d
+from mudo_app.models.teachers import load_teacher, save_standin
+from mudo_app.synth import PhantomSettings, case_rng, generate_case
+from mudo_app.train.teachers import TeacherPretrainSettings, evaluate_clicks, pretrain_teacher, sample_crop
+
+
+@pytest.fixture(scope="module")
+def cases():
+    out = []
+    for i in range(2):
+        ct, pet, label, _ = generate_case(case_rng(3, i), PhantomSettings(spacing=(8.0, 8.0, 8.0)))
+        out.append(Case(f"c{i}", ct, pet, label))
+    return out
+
+
+def test_sample_crop_target_matches_class(cases):
+    rng = np.random.default_rng(0)
+    image, target, cls = sample_crop(cases[0], "PET", STANDIN_PET, rng)
+    assert image.shape == (128, 128, 128) and target.shape == (128, 128, 128)
+    assert target.any() and 1 <= cls <= 13
+    assert abs(float(image[image != image.min()].mean())) < 5  # normalised
+
+
+def test_pretrain_updates_weights_and_saves_loadable_standin(cases, tmp_path):
+    torch.manual_seed(0)
+    before = build_sam3d("standin_small").state_dict()
+    settings = TeacherPretrainSettings(modality="PET", iterations=2, batch_size=1, clicks=2, seed=0)
+    model = pretrain_teacher(cases, STANDIN_PET, settings, progress=False)
+    after = model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    path = tmp_path / "standin_pet.pt"
+    save_standin(path, model, "standin_small", "PET", {"note": "test"})
+    teacher = load_teacher("PET", path)
+    assert teacher.standin and teacher.name == "seganypet_pet" and "STAND-IN" in teacher.describe()
+    assert not any(p.requires_grad for p in teacher.model.parameters())
+    for k, v in teacher.model.state_dict().items():
+        torch.testing.assert_close(v, after[k].half().float())
+    with pytest.raises(InputError, match="is a PET stand-in, not a CT teacher"):
+        load_teacher("CT", path)
+
+
+def test_official_checkpoint_path_is_loaded_as_vit_b_ori(tmp_path, monkeypatch):
+    """A non-stand-in file goes through the strict vit_b_ori loader (here: it names the mismatch)."""
+    path = tmp_path / "sam_med3d_turbo.pth"
+    torch.save({"model_state_dict": build_sam3d("standin_small").state_dict(), "epoch": 1}, path)
+    with pytest.raises(InputError, match="does not fit this architecture"):
+        load_teacher("CT", path)
+    with pytest.raises(InputError, match="not found"):
+        load_teacher("CT", tmp_path / "missing.pth")
+    with pytest.raises(InputError, match="CT or PET"):
+        load_teacher("MR")
+
+
+def test_evaluate_clicks_reports_each_present_class(cases):
+    torch.manual_seed(0)
+    model = build_sam3d("standin_small")
+    scores = evaluate_clicks(model, STANDIN_PET, cases[:1], "PET", (1, 2), progress=False)
+    present = {int(c) for c in np.unique(cases[0].label.array)} - {0}
+    assert set(scores) == {1, 2}
+    assert len(scores[1]) == len(present)
+    assert all(0.0 <= d <= 1.0 for d in scores[2].values())
+
+
+def test_cli_rejects_bad_numbers(capsys, tmp_path):
+    assert main(["pretrain-teachers", "--out", str(tmp_path), "--iterations", "0"]) == 2
+    assert "--iterations must be at least 1" in capsys.readouterr().err
