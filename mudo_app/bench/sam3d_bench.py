@@ -46,6 +46,11 @@ def _timed(fn, device: str, repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def set_fast_path(model, enabled: bool) -> None:
+    for blk in model.image_encoder.blocks:
+        blk.fast_path = enabled
+
+
 def golden_model(specs: Path, device: str):
     spec = importlib.util.spec_from_file_location("deterministic_weights", specs / "deterministic_weights.py")
     dw = importlib.util.module_from_spec(spec)
@@ -121,6 +126,16 @@ def main(argv=None) -> int:
     result["conformance_bf16_autocast"] = conformance(model, inputs, golden, dev, torch.bfloat16)
     result["vit_b_ori_encoder_s_fp32"] = encoder_seconds(model, dev, args.repeats)
     result["vit_b_ori_encoder_s_bf16"] = encoder_seconds(model, dev, args.repeats, torch.bfloat16)
+    set_fast_path(model, False)  # the published padded computation, same machine, same run
+    result["padded_conformance_fp32"] = conformance(model, inputs, golden, dev)
+    result["vit_b_ori_encoder_s_fp32_padded"] = encoder_seconds(model, dev, args.repeats)
+    result["vit_b_ori_encoder_s_bf16_padded"] = encoder_seconds(model, dev, args.repeats, torch.bfloat16)
+    result["padded_first_click"] = click_latency(model, SAM_MED3D_CT, dev, 1)["first_click_s"]
+    set_fast_path(model, True)
+    result["speedup_fp32"] = result["vit_b_ori_encoder_s_fp32_padded"] / result["vit_b_ori_encoder_s_fp32"]
+    # MuDuo: 2 unlabelled patches x 2 teachers, each patch encoded once per teacher per iteration
+    result["muduo_teacher_encoder_s_per_iteration"] = 4 * result["vit_b_ori_encoder_s_fp32"]
+    result["muduo_teacher_encoder_s_per_iteration_padded"] = 4 * result["vit_b_ori_encoder_s_fp32_padded"]
     if dev.startswith("cuda"):
         result["vit_b_ori_encoder_s_fp32_batch8"] = encoder_seconds(model, dev, args.repeats, batch=8)
         result["vit_b_ori_encoder_s_bf16_batch8"] = encoder_seconds(model, dev, args.repeats, torch.bfloat16, batch=8)

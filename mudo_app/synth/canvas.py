@@ -24,8 +24,9 @@ class Deformation:
     phase: np.ndarray  # (n,)
 
     @classmethod
-    def random(cls, rng: np.random.Generator, n: int = 4, amplitude_mm: float = 7.0) -> "Deformation":
-        wavelength = rng.uniform(120.0, 400.0, size=n)
+    def random(cls, rng: np.random.Generator, n: int = 4, amplitude_mm: float = 7.0,
+               wavelength_mm: Tuple[float, float] = (120.0, 400.0)) -> "Deformation":
+        wavelength = rng.uniform(*wavelength_mm, size=n)
         direction = rng.normal(size=(n, 3))
         direction /= np.linalg.norm(direction, axis=1, keepdims=True)
         return cls(

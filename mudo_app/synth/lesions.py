@@ -82,3 +82,17 @@ def add_lesions(p, rng: np.random.Generator, a: Dict, settings) -> List[Dict]:
         out.append({"site": site, "centre_mm": [round(float(c), 2) for c in centre], "radius_mm": round(radius, 2),
                     "peak_suv": round(peak, 3), "voxels": int(mask.sum())})
     return out
+
+
+def add_benign_uptake(p, rng: np.random.Generator, a: Dict) -> int:
+    """0-4 FDG-avid benign foci (brown fat, muscle, inflamed nodes): hot, *not* labelled as lesion."""
+    n = int(rng.integers(0, 5))
+    for _ in range(n):
+        side = 1 if rng.random() < 0.5 else -1
+        centre = np.array([side * rng.uniform(20, a["W"] - a["fat_mm"]), a["y_body"] + rng.uniform(-40, 40),
+                           a["z0"] + rng.uniform(60, 600) * a["h"]])
+        semi = rng.uniform(5, 14, size=3)
+        sl = p.canvas.box(centre - 2 * semi.max(), centre + 2 * semi.max())
+        mask = (ellipsoid_radius(p.canvas.coords(sl), centre, semi) < 1) & p.body[sl] & (p.label[sl] == 0)
+        p.paint(sl, mask, suv=float(rng.uniform(2.5, 8.0)))
+    return n

@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from mudo_app.io.volume import Volume
 from mudo_app.synth.canvas import Canvas, Deformation, capsule_distance, ellipsoid_radius, rotation
-from mudo_app.synth.lesions import add_lesions
+from mudo_app.synth.lesions import add_benign_uptake, add_lesions
 
 LIVER, KIDNEY_L, KIDNEY_R, HEART, SPLEEN, AORTA, PROSTATE = 1, 2, 3, 4, 5, 6, 7
 LUNG_LL, LUNG_RL, LUNG_LU, LUNG_RU, LUNG_RM = 8, 9, 10, 11, 12
@@ -63,10 +63,14 @@ class Painter:
         if label is not None:
             self.label[sl][mask] = label
 
-    def ellipsoid(self, centre, semi, rot=None, **values):
-        reach = max(semi)
+    def ellipsoid(self, centre, semi, rot=None, warp: Deformation = None, **values):
+        """Paint an ellipsoid; ``warp`` (an organ's own small-scale deformation) makes it irregular."""
+        reach = max(semi) * 1.2
         sl = self.canvas.box(np.subtract(centre, reach), np.add(centre, reach))
-        r = ellipsoid_radius(self.canvas.coords(sl), centre, semi, rot)
+        xyz = self.canvas.coords(sl)
+        if warp is not None:
+            xyz = warp.apply(*xyz)
+        r = ellipsoid_radius(xyz, centre, semi, rot)
         mask = r < 1.0
         self.paint(sl, mask, **values)
         return sl, mask, r
@@ -124,7 +128,7 @@ def _lungs(p: Painter, rng, a: Dict) -> None:
         semi = (a["lung_semi"][0], a["lung_semi"][1], a["lung_semi"][2] * (1.0 if side > 0 else 1.04))
         reach = max(semi)
         sl = p.canvas.box(np.subtract(centre, reach), np.add(centre, reach))
-        x, y, z = p.canvas.coords(sl)
+        x, y, z = a["_warps"]["lung_r" if side > 0 else "lung_l"].apply(*p.canvas.coords(sl))
         inside = ellipsoid_radius((x, y, z), centre, semi, _rot(a, "lung_r" if side > 0 else "lung_l", side * 0.08)) < 1.0
         u, v = y - centre[1], z - centre[2]
         is_lower = v < -a["fissure_slope"] * u + a["fissure_offset"][side > 0]
@@ -139,7 +143,7 @@ def _heart_aorta(p: Painter, rng, a: Dict) -> None:
     """Heart (myocardium shell with variable uptake around a blood pool) and aorta; painted last."""
     h = a["h"]
     hc = _jit(a, "heart", (-18 * a["w"], a["y_body"] + 32, a["z_lung"] - 50 * h))
-    sl, m, r = p.ellipsoid(hc, a["heart_semi"], _rot(a, "heart", 0.5, 0.35, 0.0), hu=a["blood_hu"], suv=a["blood_suv"],
+    sl, m, r = p.ellipsoid(hc, a["heart_semi"], _rot(a, "heart", 0.5, 0.35, 0.0), _w(a, "heart"), hu=a["blood_hu"], suv=a["blood_suv"],
                            label=HEART)
     p.paint(sl, m & (r > 0.72), hu=45.0)
     p.paint(sl, m & (r > 0.72), suv=a["myocardium_suv"])
@@ -174,21 +178,21 @@ def _abdomen(p: Painter, rng, a: Dict) -> None:
     sl, m, r = p.ellipsoid(sc, (42, 35, 48), rotation(-0.4), hu=25.0, suv=float(rng.uniform(1.2, 3.0)))
     p.paint(sl, m & (r < 0.6) & (p.canvas.coords(sl)[2] > sc[2] + 15), hu=-800.0, suv=0.2)
     lc = _jit(a, "liver", (72 * a["w"], yb + 5, a["z_liver"]))
-    p.ellipsoid(lc, a["liver_semi"], _rot(a, "liver", -0.35, 0.1, 0.0), hu=a["liver_hu"], suv=a["liver_suv"],
+    p.ellipsoid(lc, a["liver_semi"], _rot(a, "liver", -0.35, 0.1, 0.0), _w(a, "liver"), hu=a["liver_hu"], suv=a["liver_suv"],
                 label=LIVER)
-    p.ellipsoid(_jit(a, "spleen", (-92 * a["w"], yb - 30, a["z_liver"] + 5)), a["spleen_semi"], _rot(a, "spleen", 0.5),
+    p.ellipsoid(_jit(a, "spleen", (-92 * a["w"], yb - 30, a["z_liver"] + 5)), a["spleen_semi"], _rot(a, "spleen", 0.5), _w(a, "spleen"),
                 hu=a["spleen_hu"], suv=a["spleen_suv"], label=SPLEEN)
     for side, lab in ((-1, KIDNEY_L), (1, KIDNEY_R)):
         name = "kidney_r" if side > 0 else "kidney_l"
         kc = _jit(a, name, (side * 72 * a["w"], yb - a["D"] + 70, a["z_kidney"] - (12 if side > 0 else 0)))
-        sl, m, r = p.ellipsoid(kc, a["kidney_semi"], _rot(a, name, side * 0.35, 0.0, 0.15), hu=a["kidney_hu"],
+        sl, m, r = p.ellipsoid(kc, a["kidney_semi"], _rot(a, name, side * 0.35, 0.0, 0.15), _w(a, name), hu=a["kidney_hu"],
                                suv=a["kidney_suv"], label=lab)
         pelvis = ellipsoid_radius(p.canvas.coords(sl), (kc[0] - side * 10, kc[1] + 4, kc[2]), (9, 8, 20)) < 1
         p.paint(sl, m & pelvis, hu=20.0, suv=a["urine_suv"])
     bc = (0, yb + 22, z0 + 72 * h)
     p.ellipsoid(bc, a["bladder_semi"], hu=10.0, suv=a["urine_suv"])
     if a["male"]:
-        p.ellipsoid(_jit(a, "prostate", (0, yb + 8, z0 + 28 * h)), a["prostate_semi"], _rot(a, "prostate"), hu=42.0,
+        p.ellipsoid(_jit(a, "prostate", (0, yb + 8, z0 + 28 * h)), a["prostate_semi"], _rot(a, "prostate"), _w(a, "prostate"), hu=42.0,
                     suv=a["prostate_suv"], label=PROSTATE)
 
 
@@ -200,6 +204,10 @@ CONTRAST_HU = {"none": (42, 58, 47, 35), "venous": (160, 115, 120, 170), "arteri
 def _jit(a: Dict, organ: str, centre) -> Tuple[float, float, float]:
     """An organ's nominal centre moved by the patient's own offset for that organ (mm)."""
     return tuple(float(c + d) for c, d in zip(centre, a["shift"][organ]))
+
+
+def _w(a: Dict, organ: str) -> Deformation:
+    return a["_warps"][organ]
 
 
 def _rot(a: Dict, organ: str, yaw: float = 0.0, pitch: float = 0.0, roll: float = 0.0) -> np.ndarray:
@@ -242,6 +250,10 @@ def sample_anatomy(rng: np.random.Generator, settings: PhantomSettings) -> Dict:
         ct_offset_hu=0.0 if domain == "A" else u(-25, 25), ct_gain=1.0 if domain == "A" else u(0.93, 1.07),
     )
     a["kidney_suv"] = a["liver_suv"] * a["kidney_factor"]  # parenchyma above liver: excretion
+    # each organ's own small-scale shape irregularity (lobulation), not stored in the metadata
+    a["_warps"] = {o: Deformation.random(rng, n=5, amplitude_mm=u(4.0, 10.0), wavelength_mm=(40.0, 120.0))
+                   for o in ORGANS_JITTERED}
+    a["ct_texture_hu"], a["pet_heterogeneity"] = u(5.0, 25.0), u(0.05, 0.3)
     return a
 
 
@@ -255,7 +267,7 @@ def generate_case(rng: np.random.Generator, settings: PhantomSettings = PhantomS
     shape = settings.shape
     origin = (-(shape[0] - 1) / 2 * settings.spacing[0], -(shape[1] - 1) / 2 * settings.spacing[1], 0.0)
     pose = rotation(*np.radians(a["pose_deg"]))
-    canvas = Canvas(shape, settings.spacing, origin, Deformation.random(rng, n=6, amplitude_mm=12.0), pose,
+    canvas = Canvas(shape, settings.spacing, origin, Deformation.random(rng, n=6, amplitude_mm=15.0), pose,
                     pivot=(0.0, 0.0, a["z_liver"]))
     p = Painter(canvas)
     _body(p, rng, a)
@@ -264,6 +276,7 @@ def generate_case(rng: np.random.Generator, settings: PhantomSettings = PhantomS
     _heart_aorta(p, rng, a)
     p.label[~p.body] = 0
     lesions = add_lesions(p, rng, a, settings)
+    add_benign_uptake(p, rng, a)
     ct, pet = _acquire(p, rng, a, np.asarray(settings.spacing))
     meta = {"synthetic": True, "generator": "mudo_app.synth.phantom", "settings": asdict(settings),
             "anatomy": _jsonable(a), "lesions": lesions}
@@ -273,12 +286,18 @@ def generate_case(rng: np.random.Generator, settings: PhantomSettings = PhantomS
 
 def _acquire(p: Painter, rng, a: Dict, spacing: np.ndarray):
     """Image formation: PET blur + count noise; CT partial volume + noise + domain calibration."""
+    def smooth_field(scale_mm: float) -> np.ndarray:  # zero-mean, unit-std smooth random field
+        f = ndimage.gaussian_filter(rng.standard_normal(p.suv.shape, dtype=np.float32), scale_mm / spacing)
+        return f / max(float(f.std()), 1e-6)
+
+    suv = p.suv * np.maximum(1.0 + np.float32(a["pet_heterogeneity"]) * smooth_field(12.0), 0.2)
+    hu = p.hu + np.float32(a["ct_texture_hu"]) * smooth_field(6.0) * p.body
     sigma = a["pet_fwhm_mm"] / 2.3548 / spacing
-    pet = ndimage.gaussian_filter(p.suv * np.float32(a["suv_scale"]), sigma, mode="constant")
+    pet = ndimage.gaussian_filter(suv * np.float32(a["suv_scale"]), sigma, mode="constant")
     noise = rng.standard_normal(pet.shape, dtype=np.float32)
     noise = ndimage.gaussian_filter(noise, 0.6 * 4.0 / spacing) * np.float32(1.6 * np.sqrt(4.0 / spacing.mean()))
     pet = np.maximum(pet + np.float32(a["pet_noise"]) * np.sqrt(np.maximum(pet, 0)) * noise, 0).astype(np.float32)
-    ct = ndimage.gaussian_filter(p.hu, 0.8 / spacing)
+    ct = ndimage.gaussian_filter(hu, 0.8 / spacing)
     ct = ct * np.float32(a["ct_gain"]) + np.float32(a["ct_offset_hu"])
     ct += np.float32(a["ct_noise_hu"]) * rng.standard_normal(ct.shape, dtype=np.float32)
     ct = np.clip(np.round(ct), -1024, 3071).astype(np.int16)
@@ -288,6 +307,8 @@ def _acquire(p: Painter, rng, a: Dict, spacing: np.ndarray):
 def _jsonable(d: Dict) -> Dict:
     out = {}
     for k, v in d.items():
+        if k.startswith("_"):
+            continue
         if isinstance(v, dict):
             out[k] = _jsonable(v)
         elif isinstance(v, (tuple, list, np.ndarray)):
