@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -25,37 +24,29 @@ def register(sub) -> None:
     p.add_argument("--eval-cases", type=int, default=6, help="held-out synthetic cases for the report")
     p.add_argument("--iterations", type=int, default=600)
     p.add_argument("--seed", type=int, default=0, help="training seed; data seeds derive from it")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch CPU threads (default: all cores)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=run)
-
-
-def _cases(seed: int, first: int, n: int):
-    from mudo_app.io.datastore import Case
-    from mudo_app.synth import PhantomSettings, case_rng, generate_case
-
-    out = []
-    for i in range(first, first + n):
-        ct, pet, label, _ = generate_case(case_rng(seed, i), PhantomSettings())
-        out.append(Case(f"syn{i:03d}", ct, pet, label))
-    return out
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from mudo_app.bench.machine import describe
     from mudo_app.models.sam3d import STANDIN_CT, STANDIN_PET
+    from mudo_app.synth import generate_cases
     from mudo_app.models.teachers import save_standin
     from mudo_app.train.teachers import TeacherPretrainSettings, evaluate_clicks, pretrain_teacher, settings_dict
 
-    for name in ("cases", "eval_cases", "iterations"):
+    for name in ("cases", "eval_cases", "iterations", "threads"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1")
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads)
     data_seed = 1_000 + args.seed
-    train = _cases(data_seed, 0, args.cases)
-    held_out = _cases(data_seed, 10_000, args.eval_cases)
+    train = generate_cases(data_seed, 0, args.cases)
+    held_out = generate_cases(data_seed, 10_000, args.eval_cases)
     modalities = ["CT", "PET"] if args.modality == "both" else [args.modality.upper()]
-    report = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
+    report = {"machine": describe(),
               "command": f"muduo pretrain-teachers --cases {args.cases} --eval-cases {args.eval_cases} "
                          f"--iterations {args.iterations} --seed {args.seed}",
               "teachers": {}}

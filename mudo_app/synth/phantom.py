@@ -122,7 +122,6 @@ def _body(p: Painter, rng, a: Dict) -> None:
 
 def _lungs(p: Painter, rng, a: Dict) -> None:
     """Lungs split into lobes by the oblique and horizontal fissures."""
-    h = a["h"]
     for side, lower, upper in ((-1, LUNG_LL, LUNG_LU), (1, LUNG_RL, LUNG_RU)):
         centre = _jit(a, "lung_r" if side > 0 else "lung_l", (side * a["lung_x"], a["y_body"] - 5, a["z_lung"]))
         semi = (a["lung_semi"][0], a["lung_semi"][1], a["lung_semi"][2] * (1.0 if side > 0 else 1.04))

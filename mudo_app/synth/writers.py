@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from mudo_app.io.datastore import PetCtDatastore
+from mudo_app.io.datastore import Case, PetCtDatastore
 from mudo_app.io.volume import Volume, save_volume
 from mudo_app.labels import LESION, label_names
 from mudo_app.synth.phantom import PhantomSettings, generate_case
@@ -24,6 +24,15 @@ def case_rng(seed: int, index: int) -> np.random.Generator:
 
 def case_id(index: int) -> str:
     return f"syn{index:03d}"
+
+
+def generate_cases(seed: int, first: int, count: int, settings: PhantomSettings = PhantomSettings()) -> List[Case]:
+    """Cases ``first .. first + count - 1`` of ``seed`` in memory (labelled with their truth)."""
+    out = []
+    for i in range(first, first + count):
+        ct, pet, label, _ = generate_case(case_rng(seed, i), settings)
+        out.append(Case(case_id(i), ct, pet, label))
+    return out
 
 
 def _write_datastore(out: Path, cid: str, ct: Volume, pet: Volume, label: Volume, meta: Dict, labelled: bool):

@@ -12,25 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 
 import numpy as np
 import torch
 
+from mudo_app.bench.machine import describe
 from mudo_app.evaluation.metrics import dice_per_class
-from mudo_app.io.datastore import Case
 from mudo_app.labels import ID_TO_NAME, LABEL_IDS
-from mudo_app.synth import PhantomSettings, case_rng, generate_case
+from mudo_app.synth import generate_cases
 from mudo_app.train.supervised import SupervisedSettings, predict_label, train_supervised
-
-
-def make_cases(seed: int, first: int, n: int):
-    out = []
-    for i in range(first, first + n):
-        ct, pet, label, _ = generate_case(case_rng(seed, i), PhantomSettings())
-        out.append(Case(f"syn{i:03d}", ct, pet, label))
-    return out
 
 
 def evaluate(net, cases):
@@ -51,10 +42,11 @@ def main():
     ap.add_argument("--test", type=int, default=6, help="held-out test cases")
     ap.add_argument("--seed", type=int, default=100, help="data seed")
     ap.add_argument("--json", default=None, help="write results here")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch CPU threads")
     args = ap.parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
-    pool = make_cases(args.seed, 0, args.pool)
-    test = make_cases(args.seed, 1000, args.test)
+    torch.set_num_threads(args.threads)
+    pool = generate_cases(args.seed, 0, args.pool)
+    test = generate_cases(args.seed, 1000, args.test)
     settings = SupervisedSettings(iterations=args.iterations)
     results = {}
     for name, cases in (("5 labelled", pool[:5]), (f"all {args.pool} labelled", pool)):
@@ -62,7 +54,7 @@ def main():
         net = train_supervised(cases, settings)
         per_class, mean = evaluate(net, test)
         results[name] = {"mean_dice": mean, "per_class": per_class, "train_s": round(time.time() - t, 1)}
-    machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
+    machine = describe()
     print(f"\nHeadroom on held-out synthetic cases ({machine}; {args.iterations} iterations each)\n")
     names = list(results)
     print("| class | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))

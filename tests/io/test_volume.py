@@ -1,5 +1,3 @@
-import gzip
-
 import nibabel as nib
 import numpy as np
 import pytest

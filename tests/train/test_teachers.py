@@ -6,20 +6,15 @@ import torch
 
 from mudo_app.cli import main
 from mudo_app.errors import InputError
-from mudo_app.io.datastore import Case
 from mudo_app.models.sam3d import STANDIN_PET, build_sam3d
 from mudo_app.models.teachers import load_teacher, save_standin
-from mudo_app.synth import PhantomSettings, case_rng, generate_case
+from mudo_app.synth import PhantomSettings, generate_cases
 from mudo_app.train.teachers import TeacherPretrainSettings, evaluate_clicks, pretrain_teacher, sample_crop
 
 
 @pytest.fixture(scope="module")
 def cases():
-    out = []
-    for i in range(2):
-        ct, pet, label, _ = generate_case(case_rng(3, i), PhantomSettings(spacing=(8.0, 8.0, 8.0)))
-        out.append(Case(f"c{i}", ct, pet, label))
-    return out
+    return generate_cases(3, 0, 2, PhantomSettings(spacing=(8.0, 8.0, 8.0)))
 
 
 def test_sample_crop_target_matches_class(cases):

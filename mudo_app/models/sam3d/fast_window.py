@@ -53,7 +53,7 @@ def padded_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, b
     b = torch.einsum("nabec,bkc->nabek", q_pad, _table(p_h, g, s, s))  # (n, qd, qh, kd, kw)
     cc = torch.einsum("nabec,ekc->nabek", q_pad, _table(p_w, s, s, s))  # (n, qd, qh, kh, kw)
     b_all, b_real, b_pad = b.logsumexp(3), b[:, :, :, :g].logsumexp(3), b[:, :, :, g:].logsumexp(3)
-    c_all, c_real, c_pad = cc.logsumexp(3), cc[:, :, :, :g].logsumexp(3), cc[:, :, :, g:].logsumexp(3)
+    c_all, c_pad = cc.logsumexp(3), cc[:, :, :, g:].logsumexp(3)
     inner = b_all + c_all  # (n, qd, qh, kw): kw >= G, every (kd, kh) padded
     inner_real_kw = torch.logaddexp(b_pad + c_all, b_real + c_pad)
     inner = torch.cat([inner_real_kw[..., :g], inner[..., g:]], dim=-1)
