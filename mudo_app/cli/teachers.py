@@ -1,4 +1,4 @@
-"""``muduo pretrain-teachers``: train and evaluate the stand-in CT and PET teachers."""
+"""``muduo pretrain-teachers`` and ``muduo evaluate-teachers``: the stand-in CT and PET teachers."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 from mudo_app.errors import InputError
 
 DEFAULT_OUT = Path("sample-datasets/teachers")
+HELD_OUT_FIRST = 10_000  # held-out synthetic case indices start here (training uses 0..cases-1)
 
 
 def register(sub) -> None:
@@ -22,53 +23,100 @@ def register(sub) -> None:
     p.add_argument("--modality", choices=("ct", "pet", "both"), default="both")
     p.add_argument("--cases", type=int, default=40, help="synthetic training cases (default 40)")
     p.add_argument("--eval-cases", type=int, default=6, help="held-out synthetic cases for the report")
-    p.add_argument("--iterations", type=int, default=600)
-    p.add_argument("--seed", type=int, default=0, help="training seed; data seeds derive from it")
+    p.add_argument("--iterations", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0, help="training seed; the data seed is 1000 + seed")
+    _common(p)
+    p.set_defaults(run=run_pretrain)
+
+    p = sub.add_parser(
+        "evaluate-teachers", help="zero-shot click Dice of the CT and PET teachers on held-out synthetic cases",
+        description="Evaluate teachers (the shipped stand-ins, or official checkpoints given by path) with 1 and "
+                    "3 simulated clicks per object on held-out synthetic cases.")
+    p.add_argument("--ct", type=Path, default=None, help="CT teacher checkpoint (default: the shipped stand-in)")
+    p.add_argument("--pet", type=Path, default=None, help="PET teacher checkpoint (default: the shipped stand-in)")
+    p.add_argument("--eval-cases", type=int, default=6)
+    p.add_argument("--seed", type=int, default=0, help="as in pretrain-teachers: held-out data seed 1000 + seed")
+    p.add_argument("--json", type=Path, default=None, help="write the report here")
+    _common(p)
+    p.set_defaults(run=run_evaluate)
+
+
+def _common(p) -> None:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch CPU threads (default: all cores)")
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def _check_positive(args, names) -> None:
+    for name in names:
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+
+
+def _evaluate(teacher_model, contract, modality, args) -> dict:
+    from mudo_app.synth import generate_cases
+    from mudo_app.train.teachers import evaluate_clicks
+
+    held_out = generate_cases(1_000 + args.seed, HELD_OUT_FIRST, args.eval_cases)
+    scores = evaluate_clicks(teacher_model, contract, held_out, modality, (1, 3), progress=not args.quiet)
+    for k, per in scores.items():
+        print(f"  {modality} {k} click(s): " + ", ".join(f"{n} {100 * d:.1f}" for n, d in per.items()))
+    return {str(k): v for k, v in scores.items()}
+
+
+def run_pretrain(args: argparse.Namespace) -> int:
     import torch
 
     from mudo_app.bench.machine import describe
     from mudo_app.models.sam3d import STANDIN_CT, STANDIN_PET
-    from mudo_app.synth import generate_cases
     from mudo_app.models.teachers import save_standin
-    from mudo_app.train.teachers import TeacherPretrainSettings, evaluate_clicks, pretrain_teacher, settings_dict
+    from mudo_app.synth import generate_cases
+    from mudo_app.train.teachers import TeacherPretrainSettings, pretrain_teacher, settings_dict
 
-    for name in ("cases", "eval_cases", "iterations", "threads"):
-        if getattr(args, name) < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+    _check_positive(args, ("cases", "eval_cases", "iterations", "threads"))
     torch.set_num_threads(args.threads)
     data_seed = 1_000 + args.seed
     train = generate_cases(data_seed, 0, args.cases)
-    held_out = generate_cases(data_seed, 10_000, args.eval_cases)
     modalities = ["CT", "PET"] if args.modality == "both" else [args.modality.upper()]
-    report = {"machine": describe(),
-              "command": f"muduo pretrain-teachers --cases {args.cases} --eval-cases {args.eval_cases} "
-                         f"--iterations {args.iterations} --seed {args.seed}",
-              "teachers": {}}
+    command = (f"muduo pretrain-teachers --cases {args.cases} --eval-cases {args.eval_cases} "
+               f"--iterations {args.iterations} --seed {args.seed}")
+    report = {"machine": describe(), "command": command, "teachers": {}}
     for modality in modalities:
         contract = STANDIN_CT if modality == "CT" else STANDIN_PET
         settings = TeacherPretrainSettings(modality=modality, iterations=args.iterations, seed=args.seed)
         t0 = time.time()
         model = pretrain_teacher(train, contract, settings, progress=not args.quiet)
         train_s = time.time() - t0
-        scores = evaluate_clicks(model, contract, held_out, modality, (1, 3), progress=not args.quiet)
-        provenance = {"settings": settings_dict(settings), "data": f"synthetic phantoms, seed {data_seed}, "
-                      f"cases 0..{args.cases - 1}", "train_seconds": round(train_s, 1),
-                      "zero_shot_dice": {str(k): v for k, v in scores.items()}, "command": report["command"]}
         fname = "standin_ct.pt" if modality == "CT" else "standin_pet.pt"
+        print(f"{modality} stand-in teacher: {args.out / fname} ({train_s:.0f} s)")
+        provenance = {"settings": settings_dict(settings), "train_seconds": round(train_s, 1), "command": command,
+                      "data": f"synthetic phantoms, seed {data_seed}, cases 0..{args.cases - 1}",
+                      "zero_shot_dice": _evaluate(model, contract, modality, args)}
         save_standin(args.out / fname, model, settings.architecture, modality, provenance)
         report["teachers"][modality] = provenance
-        print(f"{modality} stand-in teacher: {args.out / fname} ({train_s:.0f} s)")
-        for k, per in scores.items():
-            print(f"  {k} click(s): " + ", ".join(f"{n} {100 * d:.1f}" for n, d in per.items()))
     report_path = args.out / "report.json"
     if report_path.is_file() and len(modalities) == 1:  # keep the other teacher's entry
         previous = json.loads(report_path.read_text()).get("teachers", {})
         report["teachers"] = {**previous, **report["teachers"]}
     report_path.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from mudo_app.bench.machine import describe
+    from mudo_app.models.teachers import load_teacher
+
+    _check_positive(args, ("eval_cases", "threads"))
+    torch.set_num_threads(args.threads)
+    report = {"machine": describe(), "held_out": f"synthetic seed {1_000 + args.seed}, cases "
+              f"{HELD_OUT_FIRST}..{HELD_OUT_FIRST + args.eval_cases - 1}", "teachers": {}}
+    for modality, path in (("CT", args.ct), ("PET", args.pet)):
+        teacher = load_teacher(modality, path)
+        print(teacher.describe())
+        report["teachers"][modality] = {"checkpoint": teacher.checkpoint, "standin": teacher.standin,
+                                        "zero_shot_dice": _evaluate(teacher.model, teacher.contract, modality, args)}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))
     return 0

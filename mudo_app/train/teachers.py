@@ -15,11 +15,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.losses import DiceLoss
+from scipy import ndimage
 from tqdm.auto import tqdm
 
 from mudo_app.io.datastore import Case
 from mudo_app.io.volume import Volume, resample_to_grid
-from mudo_app.labels import ID_TO_NAME, LABEL_IDS
+from mudo_app.labels import ID_TO_NAME, LABEL_IDS, LESION
 from mudo_app.models.sam3d import CropGrid, InputContract, Sam3D, Sam3DPredictor, build_sam3d
 from mudo_app.train.clicks import first_click, next_click
 
@@ -102,23 +103,35 @@ def pretrain_teacher(cases: Sequence[Case], contract: InputContract, settings: T
     return model.eval()
 
 
+def click_objects(label: np.ndarray):
+    """(class id, object mask) pairs to evaluate: each organ class as one object, each lesion
+    (18-connected component of label 13) as its own object."""
+    for cls in LABEL_IDS:
+        mask = label == cls
+        if not mask.any():
+            continue
+        if cls != LESION:
+            yield cls, mask
+            continue
+        comps, n = ndimage.label(mask, structure=ndimage.generate_binary_structure(3, 2))
+        for i in range(1, n + 1):
+            yield cls, comps == i
+
+
 def evaluate_clicks(model: Sam3D, contract: InputContract, cases: Sequence[Case], modality: str,
                     n_clicks: Sequence[int] = (1, 3), progress: bool = True) -> Dict[int, Dict[str, float]]:
     """Zero-shot Dice per class after k clicks (deterministic clicks), on the full case grid.
 
-    Each object (class present in a case; lesions as one object class) gets its own session: first
-    click at the object's deepest voxel, later clicks at the deepest voxel of the largest error.
-    Returns ``{k: {class name: mean Dice over cases}}``.
+    Each object (an organ, or one lesion) gets its own session: first click at the object's deepest
+    voxel, later clicks at the deepest voxel of the largest error, the previous low-res logits fed back.
+    Returns ``{k: {class name: mean Dice over objects}}``.
     """
     pred = Sam3DPredictor(model, contract)
     scores: Dict[int, Dict[str, List[float]]] = {k: {} for k in n_clicks}
     for case in tqdm(cases, desc=f"evaluate {modality} teacher", unit="case", disable=not progress):
         vol = _image(case, modality)
         pred.set_image(vol.array, vol.affine, modality)
-        for cls in LABEL_IDS:
-            target = case.label.array == cls
-            if not target.any():
-                continue
+        for cls, target in click_objects(case.label.array):
             clicks, labels, mask_input = [first_click(target).tolist()], [1], None
             for k in range(1, max(n_clicks) + 1):
                 res = pred.predict(points=clicks, labels=labels, mask_input=mask_input)

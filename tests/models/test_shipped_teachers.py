@@ -1,0 +1,42 @@
+"""The stand-in teachers shipped under sample-datasets/teachers load, say they are stand-ins, and work."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mudo_app.models.sam3d import Sam3DPredictor
+from mudo_app.models.teachers import STANDIN_DIR, load_teacher
+from mudo_app.synth import generate_cases
+from mudo_app.train.clicks import first_click
+
+
+@pytest.mark.parametrize("modality", ["CT", "PET"])
+def test_shipped_standin_loads_as_standin(modality):
+    teacher = load_teacher(modality)
+    assert teacher.standin and "STAND-IN" in teacher.describe()
+    assert teacher.contract.spacing_mm == 2.0 and teacher.contract.modality == modality
+    assert not any(p.requires_grad for p in teacher.model.parameters())
+
+
+def test_report_names_the_command_and_zero_shot_dice():
+    report = json.loads((STANDIN_DIR / "report.json").read_text())
+    assert "muduo pretrain-teachers" in report["command"]
+    for modality in ("CT", "PET"):
+        scores = report["teachers"][modality]["zero_shot_dice"]
+        assert set(scores) == {"1", "3"} and "liver" in scores["1"]
+
+
+@pytest.mark.parametrize("modality, organ, floor", [("CT", 1, 0.5), ("PET", 1, 0.5)])
+def test_shipped_standin_segments_the_liver_from_one_click(modality, organ, floor):
+    """On an unseen synthetic case (seed 999) one click in the liver gives a real segmentation."""
+    case = generate_cases(999, 0, 1)[0]
+    teacher = load_teacher(modality)
+    pred = Sam3DPredictor(teacher.model, teacher.contract)
+    vol = case.ct if modality == "CT" else case.pet
+    pred.set_image(vol.array, vol.affine, modality)
+    target = case.label.array == organ
+    res = pred.predict(points=[first_click(target).tolist()], labels=[1])
+    dice = 2 * (res.mask & target).sum() / (res.mask.sum() + target.sum())
+    assert dice > floor, dice
+    assert np.isfinite(res.probability).all()
