@@ -26,11 +26,10 @@ from tqdm.auto import tqdm
 
 from mudo_app.errors import InputError
 from mudo_app.io.datastore import PetCtDatastore
-from mudo_app.io.volume import Volume, load_volume, resample_to_grid, same_grid
+from mudo_app.io.volume import CT_FILL_HU, Volume, ct_on_pet_grid, load_volume, same_grid
 from mudo_app.labels import LESION, ORGAN_IDS, check_label_values
 
 SOURCES = ("autopet", "autopet-organ", "nnunet")
-CT_FILL_HU = -1024.0
 
 
 @dataclass
@@ -107,9 +106,10 @@ def load_source_case(sc: SourceCase) -> tuple:
         raise InputError(f"CT missing: {sc.ct}")
     pet = load_volume(sc.pet, "PET", dtype=np.float32)
     ct = load_volume(sc.ct, "CT", dtype=np.float32)
-    if not same_grid(ct, pet):
-        notes.append(f"CT {ct.shape} resampled onto the PET grid {pet.shape} (trilinear, {CT_FILL_HU:g} HU fill)")
-        ct = resample_to_grid(ct, pet.shape, pet.affine, order=1, fill=CT_FILL_HU)
+    original_shape = ct.shape
+    ct, moved = ct_on_pet_grid(ct, pet)
+    if moved:
+        notes.append(f"CT {original_shape} resampled onto the PET grid {pet.shape} (trilinear, {CT_FILL_HU:g} HU fill)")
     label = None
     if sc.lesion is not None or sc.organs is not None:
         if sc.lesion is None or not sc.lesion.exists():

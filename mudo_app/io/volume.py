@@ -140,3 +140,14 @@ def resample_to_grid(
     if order == 0:
         out = out.astype(src.dtype, copy=False)
     return Volume(out, affine.copy())
+
+
+CT_FILL_HU = -1024.0  # CT value outside the scanned field of view
+
+
+def ct_on_pet_grid(ct: Volume, pet: Volume) -> Tuple[Volume, bool]:
+    """``(ct on the PET grid, whether it had to be resampled)``: trilinear, -1024 HU outside."""
+    if same_grid(ct, pet):
+        return ct, False
+    moved = resample_to_grid(Volume(ct.array.astype(np.float32), ct.affine), pet.shape, pet.affine, 1, CT_FILL_HU)
+    return moved, True

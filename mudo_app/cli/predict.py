@@ -1,0 +1,39 @@
+"""``muduo predict``: prompt-free segmentation of one PET/CT case by a student checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mudo_app.errors import InputError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("predict", help="segment a PET/CT case with a student (prompt-free, sliding window)",
+                       description="Write a label map (0..13) on exactly the PET grid and affine.")
+    p.add_argument("--ct", required=True, type=Path, help="CT in HU (resampled onto the PET grid if needed)")
+    p.add_argument("--pet", required=True, type=Path, help="PET in SUV: defines the output grid")
+    p.add_argument("--out", required=True, type=Path, help="output label file (.nii.gz)")
+    p.add_argument("--model", required=True, type=Path, help="student checkpoint")
+    p.add_argument("--roi", type=int, nargs=3, default=(96, 96, 96), help="sliding-window size in voxels")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from mudo_app.io.volume import load_volume, save_volume
+    from mudo_app.models.checkpoint import load_student
+    from mudo_app.predict import predict_volume
+
+    if not str(args.out).endswith((".nii.gz", ".nii")):
+        raise InputError(f"--out must end in .nii.gz or .nii, got {args.out}")
+    if min(args.roi) < 16 or any(r % 8 for r in args.roi):
+        raise InputError(f"--roi sides must be multiples of 8 and at least 16, got {args.roi}")
+    model, prep, _ = load_student(args.model)
+    ct = load_volume(args.ct, "CT", dtype=np.float32)
+    pet = load_volume(args.pet, "PET", dtype=np.float32)
+    label = predict_volume(model, prep, ct, pet, roi=tuple(args.roi))
+    save_volume(label, args.out, dtype=np.uint8)
+    print(f"wrote {args.out} {label.shape}")
+    return 0

@@ -1,0 +1,69 @@
+"""Student checkpoints that carry what rebuilds them (nnU-Net style): one builder for train and infer.
+
+A checkpoint is a dict saved with ``torch.save`` and read with ``weights_only=True``::
+
+    {"format": "muduo-student/1",
+     "architecture": {"name": "unet_small", "kwargs": {...}},   # -> build_student(name, **kwargs)
+     "labels": {"background": 0, "liver": 1, ...},              # the label map it predicts
+     "preprocessing": {"ct_window": [-1000.0, 1000.0]},         # -> StudentInput(**preprocessing)
+     "provenance": {...},                                       # data, seed, iterations, metrics
+     "state_dict": {...}}
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Tuple, Union
+
+import torch
+
+from mudo_app.errors import InputError
+from mudo_app.labels import label_names
+from mudo_app.models.sam3d.build import load_strict
+from mudo_app.models.student import build_student
+from mudo_app.transforms.intensity import StudentInput
+
+FORMAT = "muduo-student/1"
+
+
+def save_student(path: Union[str, os.PathLike], model: torch.nn.Module, name: str, kwargs: Optional[dict] = None,
+                 preprocessing: Optional[StudentInput] = None, provenance: Optional[dict] = None) -> Path:
+    """Publish a student checkpoint atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prep = preprocessing or StudentInput()
+    payload = {"format": FORMAT, "architecture": {"name": name, "kwargs": dict(kwargs or {})},
+               "labels": label_names(), "preprocessing": {"ct_window": [float(v) for v in prep.ct_window]},
+               "provenance": dict(provenance or {}), "state_dict": model.state_dict()}
+    tmp = path.with_name(f".tmp-{path.name}")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_student(path: Union[str, os.PathLike], device: str = "cpu") -> Tuple[torch.nn.Module, StudentInput, dict]:
+    """(model in eval mode, its input normalisation, the checkpoint's metadata); strict, no code execution."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"student checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
+        raise InputError(f"student checkpoint {path} cannot be loaded safely: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise InputError(f"{path} is not a MuDuo student checkpoint (format {FORMAT!r} expected)")
+    if ckpt.get("labels") != label_names():
+        raise InputError(f"{path} predicts another label map: {ckpt.get('labels')}")
+    arch = ckpt["architecture"]
+    try:
+        model = build_student(arch["name"], **arch["kwargs"])
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{path}: cannot rebuild architecture {arch}: {exc}") from exc
+    load_strict(model, ckpt["state_dict"], f"student checkpoint {path}")
+    prep = StudentInput(ct_window=tuple(ckpt["preprocessing"]["ct_window"]))
+    meta = {k: ckpt[k] for k in ("architecture", "labels", "preprocessing", "provenance")}
+    return model.to(device).eval(), prep, meta

@@ -1,0 +1,93 @@
+"""Student checkpoints and `muduo predict`: rebuild from the checkpoint, output on the exact PET grid."""
+
+import numpy as np
+import pytest
+import torch
+
+from mudo_app.cli import main
+from mudo_app.errors import InputError
+from mudo_app.io.volume import Volume, load_volume, save_volume
+from mudo_app.models import build_student
+from mudo_app.models.checkpoint import load_student, save_student
+from mudo_app.synth import PhantomSettings, generate_cases
+
+
+@pytest.fixture(scope="module")
+def student_path(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "student.pt"
+    save_student(path, build_student("unet_small"), "unet_small", provenance={"note": "untrained, for tests"})
+    return path
+
+
+def test_checkpoint_round_trip(student_path):
+    model, prep, meta = load_student(student_path)
+    torch.manual_seed(0)
+    ref = build_student("unet_small").state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in model.state_dict().items())
+    assert meta["architecture"]["name"] == "unet_small" and meta["labels"]["lesion"] == 13
+    assert prep.ct_window == (-1000.0, 1000.0) and not model.training
+    assert not list(student_path.parent.glob(".tmp-*"))
+
+
+def test_checkpoint_bad_files(tmp_path, student_path):
+    torch.save({"state_dict": {}}, tmp_path / "other.pt")
+    with pytest.raises(InputError, match="not a MuDuo student checkpoint"):
+        load_student(tmp_path / "other.pt")
+    ckpt = torch.load(student_path, weights_only=True)
+    ckpt["architecture"]["name"] = "unet"  # claims another architecture than its weights
+    torch.save(ckpt, tmp_path / "lying.pt")
+    with pytest.raises(InputError, match="mis-shaped"):
+        load_student(tmp_path / "lying.pt")
+    with pytest.raises(InputError, match="not found"):
+        load_student(tmp_path / "none.pt")
+
+
+def _case_files(tmp_path):
+    case = generate_cases(4, 0, 1, PhantomSettings(spacing=(8.0, 8.0, 8.0)))[0]
+    pet = Volume(case.pet.array, np.diag([-8.0, 8.0, 8.0, 1.0]))  # LAS
+    pet.affine[:3, 3] = (300.0, -150.0, 10.0)
+    ct = Volume(case.ct.array, pet.affine)
+    return save_volume(ct, tmp_path / "ct.nii.gz"), save_volume(pet, tmp_path / "pet.nii.gz"), pet
+
+
+def test_predict_writes_label_on_the_pet_grid(tmp_path, student_path, capsys):
+    ct_path, pet_path, pet = _case_files(tmp_path)
+    out = tmp_path / "label.nii.gz"
+    assert main(["predict", "--ct", str(ct_path), "--pet", str(pet_path), "--out", str(out), "--model",
+                 str(student_path), "--roi", "32", "32", "32"]) == 0
+    label = load_volume(out)
+    assert label.shape == pet.shape and label.array.dtype == np.uint8 and label.array.max() <= 13
+    np.testing.assert_allclose(label.affine, pet.affine)
+    assert label.orientation == "LAS"
+
+
+def test_predict_resamples_a_ct_on_another_grid_with_a_warning(tmp_path, student_path, capsys):
+    ct_path, pet_path, pet = _case_files(tmp_path)
+    ct = load_volume(ct_path)
+    save_volume(Volume(ct.array[::2, ::2, ::2].copy(), ct.affine @ np.diag([2.0, 2.0, 2.0, 1.0])), ct_path)
+    out = tmp_path / "label.nii.gz"
+    assert main(["predict", "--ct", str(ct_path), "--pet", str(pet_path), "--out", str(out), "--model",
+                 str(student_path), "--roi", "32", "32", "32"]) == 0
+    assert "resampled the CT onto the PET grid" in capsys.readouterr().err
+    assert load_volume(out).shape == pet.shape
+
+
+@pytest.mark.parametrize("change, message", [
+    ("nan", "NaN"), ("2d", "3-D"), ("out", "--out must end"), ("roi", "--roi"),
+])
+def test_predict_bad_input_exit_2_nothing_written(tmp_path, student_path, capsys, change, message):
+    ct_path, pet_path, pet = _case_files(tmp_path)
+    out = tmp_path / ("label.png" if change == "out" else "label.nii.gz")
+    roi = ["30", "32", "32"] if change == "roi" else ["32", "32", "32"]
+    if change == "nan":
+        arr = pet.array.copy()
+        arr[1, 1, 1] = np.nan
+        save_volume(Volume(arr, pet.affine), pet_path)
+    if change == "2d":
+        import nibabel as nib
+        nib.save(nib.Nifti1Image(np.zeros((5, 5), np.float32), np.eye(4)), str(pet_path))
+    assert main(["predict", "--ct", str(ct_path), "--pet", str(pet_path), "--out", str(out), "--model",
+                 str(student_path), "--roi", *roi]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
