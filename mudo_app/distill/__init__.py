@@ -1,0 +1,1 @@
+"""MuDuo: mutual distillation between the student and the two frozen teachers."""

@@ -1,0 +1,108 @@
+"""The pieces of one MuDuo consistency term, as the method describes them (MUDUO_METHOD.md).
+
+Shapes: teacher probabilities and student probabilities of one class are (B, X, Y, Z) tensors for
+the B unlabelled samples of a batch; ``valid`` (B,) says whether the PET prompt network found the
+class in that sample (a sample without a valid prompt has no PET teacher output worth trusting).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+FILTERS = ("top_fraction", "threshold", "none")
+
+
+@dataclass(frozen=True)
+class ConsensusSettings:
+    """Switches for the paper's ablations.
+
+    ``filter``: ``top_fraction`` keeps the best ``keep_fraction`` of samples by soft IoU (at least
+    one), ``threshold`` keeps samples with IoU > ``iou_threshold``, ``none`` keeps every sample;
+    ``teachers``: ``both`` (random-alpha fusion), ``ct`` or ``pet`` (one teacher alone).
+    """
+
+    filter: str = "top_fraction"
+    keep_fraction: float = 0.5
+    iou_threshold: float = 0.5
+    teachers: str = "both"
+
+    def __post_init__(self):
+        if self.filter not in FILTERS:
+            raise ValueError(f"filter must be one of {FILTERS}, got {self.filter!r}")
+        if self.teachers not in ("both", "ct", "pet"):
+            raise ValueError(f"teachers must be 'both', 'ct' or 'pet', got {self.teachers!r}")
+        if not 0 < self.keep_fraction <= 1:
+            raise ValueError(f"keep_fraction must be in (0, 1], got {self.keep_fraction}")
+
+
+def soft_iou(p_ct: torch.Tensor, p_pet: torch.Tensor) -> torch.Tensor:
+    """(B,) soft IoU = sum(a b) / (sum a + sum b - sum(a b)) per sample; 0 when both are empty."""
+    dims = tuple(range(1, p_ct.ndim))
+    inter = (p_ct * p_pet).sum(dims)
+    union = p_ct.sum(dims) + p_pet.sum(dims) - inter
+    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(union))
+
+
+def select(iou: torch.Tensor, valid: torch.Tensor, settings: ConsensusSettings) -> torch.Tensor:
+    """(B,) bool: the samples whose pseudo-labels are used. Samples without a valid prompt rank last."""
+    b = iou.shape[0]
+    if settings.filter == "none":
+        return torch.ones(b, dtype=torch.bool)
+    if settings.filter == "threshold":
+        return valid & (iou > settings.iou_threshold)
+    keep = max(1, int(math.floor(settings.keep_fraction * b)))
+    score = torch.where(valid, iou, iou - 2.0)  # invalid below every valid IoU in [0, 1], ordered by IoU
+    order = torch.argsort(score, descending=True, stable=True)
+    out = torch.zeros(b, dtype=torch.bool)
+    out[order[:keep]] = True
+    return out
+
+
+def fuse(p_ct: torch.Tensor, p_pet: torch.Tensor, settings: ConsensusSettings,
+         rng: Optional[np.random.Generator] = None) -> torch.Tensor:
+    """Binary pseudo-labels (B, ...) float: ``(alpha p_ct + (1 - alpha) p_pet) > 0.5``, alpha ~ U(0, 1)
+    per sample (``both``), 1 (``ct``) or 0 (``pet``)."""
+    b = p_ct.shape[0]
+    if settings.teachers == "both":
+        rng = rng or np.random.default_rng()
+        alpha = torch.from_numpy(rng.uniform(0.0, 1.0, size=b)).to(p_ct)
+    else:
+        alpha = torch.full((b,), 1.0 if settings.teachers == "ct" else 0.0, dtype=p_ct.dtype)
+    alpha = alpha.reshape(b, *([1] * (p_ct.ndim - 1)))
+    return ((alpha * p_ct + (1 - alpha) * p_pet) > 0.5).to(p_ct.dtype)
+
+
+def soft_dice_loss(student: torch.Tensor, target: torch.Tensor, kept: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Mean over kept samples of 1 - soft Dice(student probability, pseudo-label); 0 if none kept."""
+    if not bool(kept.any()):
+        return student.sum() * 0.0
+    s, t = student[kept], target[kept]
+    dims = tuple(range(1, s.ndim))
+    dice = (2 * (s * t).sum(dims) + eps) / (s.sum(dims) + t.sum(dims) + eps)
+    return (1 - dice).mean()
+
+
+def consistency_weight(iteration: int, total: int, maximum: float = 0.1) -> float:
+    """lambda(t) = maximum * exp(-5 (1 - t / T)^2), clipped to t <= T: reaches ``maximum`` at t = T."""
+    if total <= 0:
+        raise ValueError(f"total iterations must be positive, got {total}")
+    phase = 1.0 - min(max(iteration, 0), total) / total
+    return float(maximum * math.exp(-5.0 * phase * phase))
+
+
+def point_prompts(region: np.ndarray, k: int, rng: np.random.Generator) -> Optional[np.ndarray]:
+    """K positive points (K, 3) in ``region`` (the prompt network's argmax == c): K = 1 is the
+    centroid (rounded), K > 1 random region voxels; ``None`` when the region is empty (no valid prompt)."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    idx = np.argwhere(region)
+    if len(idx) == 0:
+        return None
+    if k == 1:
+        return np.rint(idx.mean(0))[None].astype(np.int64)
+    return idx[rng.choice(len(idx), size=k, replace=len(idx) < k)]
