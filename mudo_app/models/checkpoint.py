@@ -20,7 +20,7 @@ import torch
 
 from mudo_app.errors import InputError
 from mudo_app.labels import label_names
-from mudo_app.models.sam3d.build import load_strict
+from mudo_app.models.loading import load_strict, read_checkpoint
 from mudo_app.models.student import build_student
 from mudo_app.transforms.intensity import StudentInput
 
@@ -48,12 +48,7 @@ def save_student(path: Union[str, os.PathLike], model: torch.nn.Module, name: st
 def load_student(path: Union[str, os.PathLike], device: str = "cpu") -> Tuple[torch.nn.Module, StudentInput, dict]:
     """(model in eval mode, its input normalisation, the checkpoint's metadata); strict, no code execution."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"student checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
-        raise InputError(f"student checkpoint {path} cannot be loaded safely: {str(exc).splitlines()[0]}") from exc
+    ckpt = read_checkpoint(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise InputError(f"{path} is not a MuDuo student checkpoint (format {FORMAT!r} expected)")
     if ckpt.get("labels") != label_names():

@@ -16,10 +16,8 @@ from typing import Optional, Union
 import torch
 
 from mudo_app.errors import InputError
-from mudo_app.models.sam3d import (
-    SAM_MED3D_CT, SEGANYPET_PET, STANDIN_CT, STANDIN_PET, InputContract, Sam3D, build_sam3d, load_strict,
-)
-from mudo_app.models.sam3d.build import read_state_dict
+from mudo_app.models.loading import load_strict, read_checkpoint, state_dict_from
+from mudo_app.models.sam3d import SAM_MED3D_CT, SEGANYPET_PET, STANDIN_CT, STANDIN_PET, InputContract, Sam3D, build_sam3d
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STANDIN_DIR = REPO_ROOT / "sample-datasets" / "teachers"
@@ -56,14 +54,6 @@ def save_standin(path: Union[str, os.PathLike], model: Sam3D, config: str, modal
     os.replace(tmp, path)
 
 
-def _read_meta(path: Path) -> dict:
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - read_state_dict below reports the reason
-        return {}
-    return {k: obj[k] for k in ("standin", "architecture", "modality", "provenance") if isinstance(obj, dict) and k in obj}
-
-
 def load_teacher(modality: str, checkpoint: Optional[Union[str, os.PathLike]] = None, device: str = "cpu") -> Teacher:
     """The frozen teacher for ``modality`` ("CT" or "PET").
 
@@ -78,16 +68,19 @@ def load_teacher(modality: str, checkpoint: Optional[Union[str, os.PathLike]] = 
     if not path.is_file():
         hint = " (run `muduo pretrain-teachers` to rebuild the stand-ins)" if checkpoint is None else ""
         raise InputError(f"{modality} teacher checkpoint not found: {path}{hint}")
-    meta = _read_meta(path)
-    if meta.get("standin"):
-        if meta.get("modality") != modality:
-            raise InputError(f"{path} is a {meta.get('modality')} stand-in, not a {modality} teacher")
-        model = build_sam3d(meta["architecture"])
-        load_strict(model, {k: v.float() for k, v in read_state_dict(path).items()}, f"stand-in {path}")
-        contract, standin = standin_contract, True
+    ckpt = read_checkpoint(path)  # read once, whichever kind it is
+    standin = isinstance(ckpt, dict) and bool(ckpt.get("standin"))
+    if standin:
+        if ckpt.get("modality") != modality:
+            raise InputError(f"{path} is a {ckpt.get('modality')} stand-in, not a {modality} teacher")
+        model = build_sam3d(ckpt["architecture"])
+        state = {k: v.float() for k, v in state_dict_from(ckpt, f"stand-in {path}").items()}
+        contract = standin_contract
     else:
-        model = build_sam3d("vit_b_ori", checkpoint=path)
-        contract, standin = official_contract, False
+        model = build_sam3d("vit_b_ori")
+        state = state_dict_from(ckpt, f"checkpoint {path}")
+        contract = official_contract
+    load_strict(model, state, f"checkpoint {path}")
     model = model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
