@@ -28,7 +28,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from mudo_app.errors import InputError
-from mudo_app.io.volume import PathLike, Volume, case_name, load_volume, save_volume, same_grid
+from mudo_app.io.volume import PathLike, Volume, case_name, load_volume, on_grid, read_grid, save_volume, same_grid
 from mudo_app.labels import check_label_values
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -164,9 +164,9 @@ class PetCtDatastore:
         """Validate ``label`` against the case grid, keep a history copy, then publish it as ``tag``."""
         if _check_exists:
             self._require(case_id)
-            pet = load_volume(self.pet_path(case_id), f"{case_id} PET")
-            if not same_grid(pet, label):
-                raise InputError(f"label {label.shape} is not on the grid of image {case_id!r} {pet.shape}")
+            shape, affine = read_grid(self.pet_path(case_id), f"{case_id} PET")  # header only
+            if not on_grid(label, shape, affine):
+                raise InputError(f"label {label.shape} is not on the grid of image {case_id!r} {shape}")
         check_label_values(label.array, f"label for {case_id}")
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         hist = self.history_dir(case_id) / f"{stamp}_{tag}.nii.gz"

@@ -115,9 +115,23 @@ def save_volume(volume: Volume, path: PathLike, dtype=None) -> Path:
     return path
 
 
+def on_grid(volume: Volume, shape, affine: np.ndarray, atol_mm: float = 1e-3) -> bool:
+    """True when ``volume`` has ``shape`` and an affine equal to ``affine`` within ``atol_mm``."""
+    return volume.shape == tuple(shape) and bool(np.allclose(volume.affine, affine, atol=atol_mm, rtol=0))
+
+
 def same_grid(a: Volume, b: Volume, atol_mm: float = 1e-3) -> bool:
     """True when ``a`` and ``b`` have the same shape and affines equal within ``atol_mm``."""
-    return a.shape == b.shape and bool(np.allclose(a.affine, b.affine, atol=atol_mm, rtol=0))
+    return on_grid(a, b.shape, b.affine, atol_mm)
+
+
+def read_grid(path: PathLike, what: str = "volume") -> Tuple[Tuple[int, int, int], np.ndarray]:
+    """``(shape, affine)`` of a NIfTI file from its header alone (no voxel data is read)."""
+    try:
+        img = nib.load(str(path))
+    except (OSError, EOFError, zlib.error, nib.filebasedimages.ImageFileError, ValueError) as exc:
+        raise InputError(f"{what}: cannot read {path}: {exc}") from exc
+    return tuple(int(s) for s in img.shape[:3]), img.affine
 
 
 def resample_to_grid(
