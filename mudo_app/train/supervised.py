@@ -1,4 +1,4 @@
-"""Plain supervised training of the student on labelled cases, and sliding-window prediction.
+"""Plain supervised training of the student on labelled cases (prediction: :mod:`mudo_app.predict`).
 
 This is the "supervised only" baseline and the loop that measures the synthetic data's headroom.
 """
@@ -10,7 +10,6 @@ from typing import List, Sequence
 
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss
 from tqdm.auto import tqdm
 
@@ -58,11 +57,3 @@ def train_supervised(cases: List[Case], settings: SupervisedSettings = Supervise
         sched.step()
         bar.set_postfix(loss=f"{loss.item():.3f}")
     return net.eval()
-
-
-@torch.no_grad()
-def predict_label(net: torch.nn.Module, ct: np.ndarray, pet: np.ndarray, roi=(64, 64, 64)) -> np.ndarray:
-    """Sliding-window argmax label (X, Y, Z) uint8 on exactly the input grid."""
-    x = torch.from_numpy(StudentInput()(ct, pet))[None]
-    logits = sliding_window_inference(x, roi, sw_batch_size=2, predictor=net, overlap=0.25, mode="gaussian")
-    return logits.argmax(1)[0].numpy().astype(np.uint8)

@@ -21,13 +21,15 @@ from mudo_app.bench.machine import describe
 from mudo_app.evaluation.metrics import dice_per_class
 from mudo_app.labels import ID_TO_NAME, LABEL_IDS
 from mudo_app.synth import generate_cases
-from mudo_app.train.supervised import SupervisedSettings, predict_label, train_supervised
+from mudo_app.predict import predict_arrays
+from mudo_app.train.supervised import SupervisedSettings, train_supervised
+from mudo_app.transforms.intensity import StudentInput
 
 
 def evaluate(net, cases):
     per_class = {c: [] for c in LABEL_IDS}
     for case in cases:
-        pred = predict_label(net, case.ct.array, case.pet.array)
+        pred = predict_arrays(net, StudentInput(), case.ct.array, case.pet.array, roi=(64, 64, 64))
         for c, d in dice_per_class(case.label.array, pred, LABEL_IDS).items():
             if (case.label.array == c).any():  # score classes present in the truth
                 per_class[c].append(d)

@@ -3,7 +3,8 @@ import pytest
 
 from mudo_app.io.datastore import Case
 from mudo_app.synth import PhantomSettings, case_rng, generate_case
-from mudo_app.train.supervised import SupervisedSettings, predict_label, train_supervised
+from mudo_app.predict import predict_arrays
+from mudo_app.train.supervised import SupervisedSettings, train_supervised
 from mudo_app.transforms.intensity import StudentInput
 from mudo_app.transforms.patches import random_patch
 
@@ -35,7 +36,7 @@ def test_supervised_training_runs_and_predicts_on_the_input_grid():
     ct, pet, label, _ = generate_case(case_rng(0, 0), PhantomSettings(spacing=(8.0, 8.0, 8.0)))
     net = train_supervised([Case("a", ct, pet, label)], SupervisedSettings(iterations=2, patch=(32, 32, 32)),
                            progress=False)
-    pred = predict_label(net, ct.array, pet.array, roi=(32, 32, 32))
+    pred = predict_arrays(net, StudentInput(), ct.array, pet.array, roi=(32, 32, 32))
     assert pred.shape == ct.shape and pred.dtype == np.uint8 and pred.max() <= 13
     with pytest.raises(ValueError, match="every case labelled"):
         train_supervised([Case("b", ct, pet, None)])
