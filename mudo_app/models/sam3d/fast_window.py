@@ -20,13 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from mudo_app.models.sam3d.image_encoder import relative_position_bias
-
-
-def _table(table: torch.Tensor, n_q: int, n_k: int, window: int) -> torch.Tensor:
-    """(n_q, n_k, c) rows ``table[a - b + window - 1]`` of a (2*window-1, c) table."""
-    idx = torch.arange(n_q)[:, None] - torch.arange(n_k)[None, :] + window - 1
-    return table[idx.to(table.device)]
+from mudo_app.models.sam3d.image_encoder import rel_pos_rows, relative_position_bias
 
 
 def padded_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias_q: torch.Tensor,
@@ -49,9 +43,9 @@ def padded_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, b
     # the virtual key: log of the total weight of all padded keys, per real query
     qg = q.reshape(n, g, g, g, c)
     q_pad = torch.cat([qg, bias_q[:, None, None, None, :].expand(n, g, g, s - g, c)], dim=3)  # (n, qd, qh, e<S, c)
-    a = torch.einsum("nabec,akc->nabek", qg, _table(p_d, g, s, s))  # (n, qd, qh, qw, kw)
-    b = torch.einsum("nabec,bkc->nabek", q_pad, _table(p_h, g, s, s))  # (n, qd, qh, kd, kw)
-    cc = torch.einsum("nabec,ekc->nabek", q_pad, _table(p_w, s, s, s))  # (n, qd, qh, kh, kw)
+    a = torch.einsum("nabec,akc->nabek", qg, rel_pos_rows(p_d, g, s))  # (n, qd, qh, qw, kw)
+    b = torch.einsum("nabec,bkc->nabek", q_pad, rel_pos_rows(p_h, g, s))  # (n, qd, qh, kd, kw)
+    cc = torch.einsum("nabec,ekc->nabek", q_pad, rel_pos_rows(p_w, s, s))  # (n, qd, qh, kh, kw)
     b_all, b_real, b_pad = b.logsumexp(3), b[:, :, :, :g].logsumexp(3), b[:, :, :, g:].logsumexp(3)
     c_all, c_pad = cc.logsumexp(3), cc[:, :, :, g:].logsumexp(3)
     inner = b_all + c_all  # (n, qd, qh, kw): kw >= G, every (kd, kh) padded

@@ -19,12 +19,18 @@ import torch.nn.functional as F
 from mudo_app.models.sam3d.common import LayerNorm3d, MLPBlock
 
 
+def rel_pos_rows(table: torch.Tensor, n_q: int, n_k: int) -> torch.Tensor:
+    """(n_q, n_k, C) rows ``table[a - b + S - 1]`` of a (2S-1, C) table, for positions a < n_q, b < n_k."""
+    offset = (table.shape[0] - 1) // 2
+    idx = torch.arange(n_q)[:, None] - torch.arange(n_k)[None, :] + offset
+    return table[idx.to(table.device)]
+
+
 def rel_pos_table(size: int, table: torch.Tensor) -> torch.Tensor:
     """(size, size, C) table ``R[a, b] = table[a - b + size - 1]`` for query/key positions a, b."""
     if table.shape[0] != 2 * size - 1:
         raise ValueError(f"relative-position table has {table.shape[0]} rows, expected {2 * size - 1}")
-    idx = torch.arange(size)[:, None] - torch.arange(size)[None, :] + size - 1
-    return table[idx.to(table.device)]
+    return rel_pos_rows(table, size, size)
 
 
 def relative_position_bias(q: torch.Tensor, tables: Sequence[torch.Tensor], grid: Tuple[int, int, int]) -> torch.Tensor:
