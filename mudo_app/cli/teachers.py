@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 import os
 import time
 from pathlib import Path
@@ -70,7 +71,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
     from mudo_app.models.sam3d import STANDIN_CT, STANDIN_PET
     from mudo_app.models.teachers import save_standin
     from mudo_app.synth import generate_cases
-    from mudo_app.train.teachers import TeacherPretrainSettings, pretrain_teacher, settings_dict
+    from mudo_app.train.teachers import TeacherPretrainSettings, pretrain_teacher
 
     _check_positive(args, ("cases", "eval_cases", "iterations", "threads"))
     torch.set_num_threads(args.threads)
@@ -88,7 +89,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
         train_s = time.time() - t0
         fname = "standin_ct.pt" if modality == "CT" else "standin_pet.pt"
         print(f"{modality} stand-in teacher: {args.out / fname} ({train_s:.0f} s)")
-        provenance = {"settings": settings_dict(settings), "train_seconds": round(train_s, 1), "command": command,
+        provenance = {"settings": asdict(settings), "train_seconds": round(train_s, 1), "command": command,
                       "data": f"synthetic phantoms, seed {data_seed}, cases 0..{args.cases - 1}",
                       "zero_shot_dice": _evaluate(model, contract, modality, args)}
         save_standin(args.out / fname, model, settings.architecture, modality, provenance)

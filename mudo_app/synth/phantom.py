@@ -76,7 +76,7 @@ class Painter:
         return sl, mask, r
 
 
-def _body(p: Painter, rng, a: Dict) -> None:
+def _body(p: Painter, a: Dict) -> None:
     """Trunk (elliptic cylinder with waist and chest), neck and head; fat shell; bones."""
     c = p.canvas
     sl = c.box((-300, -300, -1e4), (300, 300, a["z_shoulder"]))
@@ -120,7 +120,7 @@ def _body(p: Painter, rng, a: Dict) -> None:
         p.ellipsoid((side * 88 * a["w"], a["y_body"] + 5, a["z0"] + 35 * a["h"]), (22, 22, 22), hu=450.0, suv=0.9)
 
 
-def _lungs(p: Painter, rng, a: Dict) -> None:
+def _lungs(p: Painter, a: Dict) -> None:
     """Lungs split into lobes by the oblique and horizontal fissures."""
     for side, lower, upper in ((-1, LUNG_LL, LUNG_LU), (1, LUNG_RL, LUNG_RU)):
         centre = _jit(a, "lung_r" if side > 0 else "lung_l", (side * a["lung_x"], a["y_body"] - 5, a["z_lung"]))
@@ -138,7 +138,7 @@ def _lungs(p: Painter, rng, a: Dict) -> None:
             p.paint(sl, inside & ~is_lower & (v < a["horizontal_fissure"]) & (u > -25), label=LUNG_RM)
 
 
-def _heart_aorta(p: Painter, rng, a: Dict) -> None:
+def _heart_aorta(p: Painter, a: Dict) -> None:
     """Heart (myocardium shell with variable uptake around a blood pool) and aorta; painted last."""
     h = a["h"]
     hc = _jit(a, "heart", (-18 * a["w"], a["y_body"] + 32, a["z_lung"] - 50 * h))
@@ -269,10 +269,10 @@ def generate_case(rng: np.random.Generator, settings: PhantomSettings = PhantomS
     canvas = Canvas(shape, settings.spacing, origin, Deformation.random(rng, n=6, amplitude_mm=15.0), pose,
                     pivot=(0.0, 0.0, a["z_liver"]))
     p = Painter(canvas)
-    _body(p, rng, a)
-    _lungs(p, rng, a)
+    _body(p, a)
+    _lungs(p, a)
     _abdomen(p, rng, a)  # liver and spleen domes push the lung bases up (diaphragm)
-    _heart_aorta(p, rng, a)
+    _heart_aorta(p, a)
     p.label[~p.body] = 0
     lesions = add_lesions(p, rng, a, settings)
     add_benign_uptake(p, rng, a)

@@ -8,7 +8,7 @@ CT only, PET teachers PET only.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Dict, List, Sequence
 
 import numpy as np
@@ -146,6 +146,3 @@ def evaluate_clicks(model: Sam3D, contract: InputContract, cases: Sequence[Case]
                 mask_input = res.low_res_logits
     return {k: {name: float(np.mean(v)) for name, v in per.items()} for k, per in scores.items()}
 
-
-def settings_dict(settings: TeacherPretrainSettings) -> dict:
-    return asdict(settings)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -21,6 +21,3 @@ class StudentInput:
         c = (np.clip(ct, lo, hi) - (lo + hi) / 2) / ((hi - lo) / 2)
         p = np.log1p(np.clip(pet, 0, None))
         return np.stack([c, p]).astype(np.float32)
-
-    def to_dict(self) -> dict:
-        return asdict(self)

@@ -88,13 +88,12 @@ class Sam3DPredictor:
 
     # ---- prompts -------------------------------------------------------------------------------
     def _check_points(self, points, labels):
-        raw = np.asarray(points, dtype=np.float64)
+        pts = np.asarray(points, dtype=np.float64)
         lab = np.asarray(labels, dtype=np.int64).reshape(-1)
-        if raw.size == 0:
-            raw = raw.reshape(0, 3)
-        if raw.ndim != 2 or raw.shape[-1] != 3:
-            raise InputError(f"points must be a list of [i, j, k] voxel indices, got shape {raw.shape}")
-        pts = raw
+        if pts.size == 0:
+            pts = pts.reshape(0, 3)
+        if pts.ndim != 2 or pts.shape[-1] != 3:
+            raise InputError(f"points must be a list of [i, j, k] voxel indices, got shape {pts.shape}")
         if len(lab) != len(pts):
             raise InputError(f"{len(pts)} points but {len(lab)} labels")
         if not set(lab.tolist()) <= {0, 1}:
