@@ -35,36 +35,30 @@ def _clean(obj):
 
 
 def run(args: argparse.Namespace) -> int:
-    from mudo_app.evaluation.report import evaluate_case, markdown, match_pairs, summarise
+    from mudo_app.evaluation.report import evaluate_labels, load_pair, markdown, match_pairs, summarise
+    from mudo_app.io.volume import load_volume
 
     pairs = match_pairs(args.gt, args.pred)
-    cases = [evaluate_case(c, g, p, args.binary) for c, g, p in pairs]  # all checked before anything is written
+    images = {c: i for c, _, i in match_pairs(args.gt, args.images)} if args.plots and args.images else {}
+    cases, shown = [], []
+    for i, (case, gt_path, pred_path) in enumerate(pairs):  # every case is checked before anything is written
+        g, p, spacing = load_pair(case, gt_path, pred_path, args.binary)
+        cases.append(evaluate_labels(case, g, p, spacing, args.binary))
+        if args.plots and i < args.overlays:
+            shown.append((case, g, p, load_volume(images[case]).array if case in images else None))
     result = {"cases": cases, "mean": summarise(cases)}
     print(markdown(result))
     if args.plots:
-        _plots(args, pairs, result)
+        from mudo_app.evaluation.plots import overlay, per_class_chart
+
+        args.plots.mkdir(parents=True, exist_ok=True)
+        per_class_chart(result, args.plots / "per_class_dice.png")
+        for case, g, p, image in shown:
+            overlay(case, g, p, args.plots / f"overlay_{case}.png", image)
+        print(f"plots written to {args.plots}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         tmp = args.json.with_name(f".tmp-{args.json.name}")
         tmp.write_text(json.dumps(_clean(result), indent=2))
         tmp.replace(args.json)
     return 0
-
-
-def _plots(args: argparse.Namespace, pairs, result: dict) -> None:
-    import numpy as np
-
-    from mudo_app.evaluation.plots import overlay, per_class_chart
-    from mudo_app.evaluation.report import match_pairs
-    from mudo_app.io.volume import load_volume
-
-    args.plots.mkdir(parents=True, exist_ok=True)
-    per_class_chart(result, args.plots / "per_class_dice.png")
-    images = {c: i for c, _, i in match_pairs(args.gt, args.images)} if args.images else {}
-    for case, gt_path, pred_path in pairs[: max(args.overlays, 0)]:
-        gt, pred = load_volume(gt_path).array, load_volume(pred_path).array
-        if args.binary:
-            gt, pred = (gt > 0).astype(np.uint8) * 13, (pred > 0).astype(np.uint8) * 13
-        image = load_volume(images[case]).array if case in images else None
-        overlay(case, np.rint(gt).astype(int), np.rint(pred).astype(int), args.plots / f"overlay_{case}.png", image)
-    print(f"plots written to {args.plots}")

@@ -41,7 +41,9 @@ def match_pairs(gt: Path, pred: Path) -> List[Tuple[str, Path, Path]]:
     raise InputError("--gt and --pred must both be files or both be folders")
 
 
-def evaluate_case(case: str, gt_path: Path, pred_path: Path, binary: bool = False) -> dict:
+def load_pair(case: str, gt_path: Path, pred_path: Path, binary: bool = False):
+    """Checked integer label maps ``(gt, pred, spacing_mm)`` on one grid; with ``binary`` every
+    non-zero voxel becomes the lesion label."""
     gt = load_volume(gt_path, f"ground truth {case}")
     pred = load_volume(pred_path, f"prediction {case}")
     if not same_grid(gt, pred):
@@ -50,12 +52,16 @@ def evaluate_case(case: str, gt_path: Path, pred_path: Path, binary: bool = Fals
     g = np.rint(gt.array).astype(np.int64)
     p = np.rint(pred.array).astype(np.int64)
     if binary:
-        g, p = np.where(g > 0, LESION, 0), np.where(p > 0, LESION, 0)
-    else:
-        check_label_values(g, f"ground truth {case}")
-        check_label_values(p, f"prediction {case}")
-    per = class_metrics(g, p, gt.spacing, [LESION] if binary else LABEL_IDS)
-    return {"case": case, **autopet_metrics(g == LESION, p == LESION, gt.spacing),
+        return np.where(g > 0, LESION, 0), np.where(p > 0, LESION, 0), gt.spacing
+    check_label_values(g, f"ground truth {case}")
+    check_label_values(p, f"prediction {case}")
+    return g, p, gt.spacing
+
+
+def evaluate_labels(case: str, g: np.ndarray, p: np.ndarray, spacing, binary: bool = False) -> dict:
+    """One case's entry: autoPET lesion metrics and the per-class metrics."""
+    per = class_metrics(g, p, spacing, [LESION] if binary else LABEL_IDS)
+    return {"case": case, **autopet_metrics(g == LESION, p == LESION, spacing),
             "per_class": {ID_TO_NAME[c]: m for c, m in per.items()}}
 
 
