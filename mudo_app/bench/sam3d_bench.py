@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import time
@@ -22,7 +21,8 @@ import numpy as np
 import torch
 
 from mudo_app.bench.machine import describe
-from mudo_app.models.sam3d import SAM_MED3D_CT, STANDIN_CT, Sam3DPredictor, build_sam3d, load_strict
+from mudo_app.models.sam3d import SAM_MED3D_CT, STANDIN_CT, Sam3DPredictor, build_sam3d
+from mudo_app.models.sam3d.conformance import deterministic_model, fixture_module
 
 GOLDEN_KEYS = ("image_embedding", "points_low_res_logits", "points_iou", "mask_low_res_logits", "mask_iou",
                "points_mask_multimask_low_res_logits", "points_mask_multimask_iou")
@@ -46,19 +46,9 @@ def _timed(fn, device: str, repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def set_fast_path(model, enabled: bool) -> None:
-    for blk in model.image_encoder.blocks:
-        blk.fast_path = enabled
-
-
 def golden_model(specs: Path, device: str):
-    spec = importlib.util.spec_from_file_location("deterministic_weights", specs / "deterministic_weights.py")
-    dw = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(dw)
-    model = build_sam3d("vit_b_ori")
-    arrays = dw.state_dict_arrays(dw.read_spec(specs / "keys_vit_b_ori.tsv"))
-    load_strict(model, {k: torch.from_numpy(v) for k, v in arrays.items()}, "deterministic weights")
-    return model.to(device).eval(), dw.golden_inputs()
+    dw = fixture_module(specs)
+    return deterministic_model(specs, dw).to(device), dw.golden_inputs()
 
 
 def golden_outputs(model, inputs, device: str, dtype=None):
@@ -128,13 +118,13 @@ def main(argv=None) -> int:
     if bf16:
         result["conformance_bf16_autocast"] = conformance(model, inputs, golden, dev, torch.bfloat16)
         result["vit_b_ori_encoder_s_bf16"] = encoder_seconds(model, dev, args.repeats, torch.bfloat16)
-    set_fast_path(model, False)  # the published padded computation, same machine, same run
+    model.image_encoder.set_fast_path(False)  # the published padded computation, same machine, same run
     result["padded_conformance_fp32"] = conformance(model, inputs, golden, dev)
     result["vit_b_ori_encoder_s_fp32_padded"] = encoder_seconds(model, dev, args.repeats)
     if bf16:
         result["vit_b_ori_encoder_s_bf16_padded"] = encoder_seconds(model, dev, args.repeats, torch.bfloat16)
     result["padded_first_click"] = click_latency(model, SAM_MED3D_CT, dev, 1)["first_click_s"]
-    set_fast_path(model, True)
+    model.image_encoder.set_fast_path(True)
     result["speedup_fp32"] = result["vit_b_ori_encoder_s_fp32_padded"] / result["vit_b_ori_encoder_s_fp32"]
     # MuDuo: 2 unlabelled patches x 2 teachers, each patch encoded once per teacher per iteration
     result["muduo_teacher_encoder_s_per_iteration"] = 4 * result["vit_b_ori_encoder_s_fp32"]

@@ -19,8 +19,7 @@ def _random_encoder(dtype, img_size=128, window=14, seed=0):
 def _both_paths(enc, x):
     with torch.no_grad():
         fast = enc(x)
-        for blk in enc.blocks:
-            blk.fast_path = False
+        enc.set_fast_path(False)
         padded = enc(x)
     return fast, padded
 

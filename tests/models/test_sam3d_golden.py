@@ -3,39 +3,27 @@
 Fixture: ../shared/specs/sam3d (deterministic weights + golden outputs of the published code).
 """
 
-import importlib.util
-
 import numpy as np
 import pytest
 import torch
 
-from mudo_app.models.sam3d import build_sam3d, load_strict
+from mudo_app.models.sam3d import build_sam3d
+from mudo_app.models.sam3d.conformance import deterministic_model, fixture_module
 from tests.conftest import SAM3D_SPECS
 
 TOL = 1e-4
 
 
-def _spec_module():
-    path = SAM3D_SPECS / "deterministic_weights.py"
-    if not path.is_file():
-        pytest.skip(f"3D SAM conformance fixture not found: {SAM3D_SPECS}")
-    spec = importlib.util.spec_from_file_location("deterministic_weights", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
 def dw():
-    return _spec_module()
+    if not (SAM3D_SPECS / "deterministic_weights.py").is_file():
+        pytest.skip(f"3D SAM conformance fixture not found: {SAM3D_SPECS}")
+    return fixture_module(SAM3D_SPECS)
 
 
 @pytest.fixture(scope="module")
 def golden_model(dw):
-    model = build_sam3d("vit_b_ori")
-    arrays = dw.state_dict_arrays(dw.read_spec(SAM3D_SPECS / "keys_vit_b_ori.tsv"))
-    load_strict(model, {k: torch.from_numpy(v) for k, v in arrays.items()}, "deterministic weights")
-    return model
+    return deterministic_model(SAM3D_SPECS, dw)
 
 
 @pytest.fixture(scope="module")
@@ -69,15 +57,12 @@ def test_image_embedding_matches_golden(embedding, golden):
 
 
 def test_padded_reference_path_matches_golden(golden_model, golden, dw):
-    blocks = golden_model.image_encoder.blocks
     try:
-        for blk in blocks:
-            blk.fast_path = False
+        golden_model.image_encoder.set_fast_path(False)
         with torch.no_grad():
             out = golden_model.image_encoder(torch.from_numpy(dw.golden_inputs()[0]))
     finally:
-        for blk in blocks:
-            blk.fast_path = True
+        golden_model.image_encoder.set_fast_path(True)
     assert _rel(out, golden["image_embedding"]) < TOL
 
 
@@ -116,14 +101,11 @@ def test_textbook_relative_position_would_fail_the_golden_test(golden_model, gol
     image = torch.from_numpy(dw.golden_inputs()[0])
     original = enc.relative_position_bias
     enc.relative_position_bias = textbook
-    blocks = golden_model.image_encoder.blocks
     try:
-        for blk in blocks:
-            blk.fast_path = False  # the reference path, where the textbook form is well defined
+        golden_model.image_encoder.set_fast_path(False)  # the reference path, where the textbook form is defined
         with torch.no_grad():
             out = golden_model.image_encoder(image)
     finally:
         enc.relative_position_bias = original
-        for blk in blocks:
-            blk.fast_path = True
+        golden_model.image_encoder.set_fast_path(True)
     assert _rel(out, golden["image_embedding"]) > 1e-3

@@ -179,6 +179,11 @@ class ImageEncoderViT3D(nn.Module):
             LayerNorm3d(out_chans),
         )
 
+    def set_fast_path(self, enabled: bool) -> None:
+        """Use the exact padded-window shortcut (default) or the published padded computation."""
+        for blk in self.blocks:
+            blk.fast_path = enabled
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, S, S, S) normalised image -> (B, out_chans, S/16, S/16, S/16) embedding."""
         if x.ndim != 5 or tuple(x.shape[2:]) != (self.img_size,) * 3:
