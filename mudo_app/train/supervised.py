@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from mudo_app.io.datastore import Case
 from mudo_app.models import build_student
 from mudo_app.transforms.intensity import StudentInput
-from mudo_app.transforms.patches import random_patch
+from mudo_app.transforms.patches import class_voxels, random_patch
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ def train_supervised(cases: List[Case], settings: SupervisedSettings = Supervise
     rng = np.random.default_rng(settings.seed)
     prep = StudentInput()
     data = [(prep(c.ct.array, c.pet.array), c.label.array.astype(np.int64)) for c in cases]
+    voxels = [class_voxels(label) for _, label in data]
     net = build_student(settings.student)
     opt = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=settings.iterations, power=0.9)
@@ -46,8 +47,11 @@ def train_supervised(cases: List[Case], settings: SupervisedSettings = Supervise
     net.train()
     bar = tqdm(range(settings.iterations), desc="supervised", unit="it", disable=not progress)
     for _ in bar:
-        xs, ys = zip(*(random_patch(*data[rng.integers(len(data))], settings.patch, rng, settings.foreground_prob)
-                       for _ in range(settings.batch_size)))
+        batch = []
+        for _ in range(settings.batch_size):  # pick, then cut: the random stream of the measured runs
+            i = int(rng.integers(len(data)))
+            batch.append(random_patch(*data[i], settings.patch, rng, settings.foreground_prob, voxels[i]))
+        xs, ys = zip(*batch)
         x = torch.from_numpy(np.stack(xs))
         y = torch.from_numpy(np.stack(ys)[:, None])
         loss = loss_fn(net(x), y)

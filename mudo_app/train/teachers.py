@@ -9,7 +9,7 @@ CT only, PET teachers PET only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from mudo_app.io.volume import Volume, resample_to_grid
 from mudo_app.labels import ID_TO_NAME, LABEL_IDS, LESION
 from mudo_app.models.sam3d import CropGrid, InputContract, Sam3D, Sam3DPredictor, build_sam3d
 from mudo_app.train.clicks import first_click, next_click
+from mudo_app.transforms.patches import class_voxels
 
 
 @dataclass(frozen=True)
@@ -34,20 +35,24 @@ class TeacherPretrainSettings:
     clicks: int = 3
     lr: float = 4e-4
     seed: int = 0
-    centre_jitter_mm: float = 24.0
+    centre_jitter_mm: float = 12.0  # std of the crop centre around the picked object voxel
 
 
 def _image(case: Case, modality: str) -> Volume:
     return case.ct if modality == "CT" else case.pet
 
 
-def sample_crop(case: Case, modality: str, contract: InputContract, rng: np.random.Generator):
-    """A training crop around a random object: (normalised image (S, S, S), binary target, class id)."""
-    present = [c for c in LABEL_IDS if (case.label.array == c).any()]
-    cls = int(rng.choice(present))
-    idx = np.argwhere(case.label.array == cls)
+def sample_crop(case: Case, modality: str, contract: InputContract, rng: np.random.Generator,
+                jitter_mm: float = 12.0, voxels: Optional[Dict[int, np.ndarray]] = None):
+    """A training crop around a random object: (normalised image (S, S, S), binary target, class id).
+
+    ``voxels``: :func:`class_voxels` of the case's label, precomputed once per case.
+    """
+    voxels = class_voxels(case.label.array) if voxels is None else voxels
+    cls = int(rng.choice(list(voxels)))
+    idx = voxels[cls]
     vox = idx[rng.integers(len(idx))]
-    world = (case.label.affine @ [*vox, 1])[:3] + rng.normal(scale=contract.spacing_mm * 6, size=3)
+    world = (case.label.affine @ [*vox, 1])[:3] + rng.normal(scale=jitter_mm, size=3)
     crop = CropGrid(case.label.affine, world, contract.spacing_mm, contract.crop)
     image = contract.normalise(crop.sample(_image(case, modality), contract.fill))
     target = resample_to_grid(case.label, (crop.size,) * 3, crop.affine, order=0).array == cls
@@ -66,6 +71,7 @@ def pretrain_teacher(cases: Sequence[Case], contract: InputContract, settings: T
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     model = build_sam3d(settings.architecture).train()
+    voxels = [class_voxels(c.label.array) for c in cases]
     opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=settings.lr, total_steps=settings.iterations,
                                                 pct_start=0.1)
@@ -73,8 +79,10 @@ def pretrain_teacher(cases: Sequence[Case], contract: InputContract, settings: T
     bar = tqdm(range(settings.iterations), desc=f"stand-in {settings.modality} teacher", unit="it",
                disable=not progress)
     for _ in bar:
-        crops = [sample_crop(cases[rng.integers(len(cases))], settings.modality, contract, rng)
-                 for _ in range(settings.batch_size)]
+        crops = []
+        for _ in range(settings.batch_size):
+            i = int(rng.integers(len(cases)))
+            crops.append(sample_crop(cases[i], settings.modality, contract, rng, settings.centre_jitter_mm, voxels[i]))
         images = torch.from_numpy(np.stack([c[0] for c in crops]))[:, None]
         targets_np = [c[1] for c in crops]
         targets = torch.from_numpy(np.stack(targets_np)).float()[:, None]

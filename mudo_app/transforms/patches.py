@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -16,16 +16,26 @@ def pad_to(image: np.ndarray, label: np.ndarray, size: Sequence[int]) -> Tuple[n
     return image, label
 
 
+def class_voxels(label: np.ndarray) -> Dict[int, np.ndarray]:
+    """Voxel indices (N, 3) of each non-zero class present, ascending by class: compute once per case."""
+    return {int(c): np.argwhere(label == c) for c in np.unique(label) if c != 0}
+
+
 def random_patch(image: np.ndarray, label: np.ndarray, size: Sequence[int], rng: np.random.Generator,
-                 foreground_prob: float = 0.33) -> Tuple[np.ndarray, np.ndarray]:
-    """One patch of ``size``: with ``foreground_prob`` centred on a random voxel of a random present class."""
-    image, label = pad_to(image, label, size)
+                 foreground_prob: float = 0.33, voxels: Optional[Dict[int, np.ndarray]] = None
+                 ) -> Tuple[np.ndarray, np.ndarray]:
+    """One patch of ``size``: with ``foreground_prob`` centred on a random voxel of a random present class.
+
+    ``voxels``: :func:`class_voxels` of ``label``, precomputed so that no patch rescans the volume.
+    """
+    voxels = class_voxels(label) if voxels is None else voxels
+    image, label = pad_to(image, label, size)  # padding at the end keeps voxel indices valid
     shape = np.array(label.shape)
     size = np.array(size)
     if rng.random() < foreground_prob:
-        classes = [c for c in np.unique(label) if c != 0]
+        classes = list(voxels)
         if classes:
-            idx = np.argwhere(label == rng.choice(classes))
+            idx = voxels[int(rng.choice(classes))]
             centre = idx[rng.integers(len(idx))]
             start = np.clip(centre - size // 2, 0, shape - size)
         else:
