@@ -11,10 +11,23 @@ import numpy as np
 from scipy import ndimage
 
 
+def _box(mask: np.ndarray):
+    """(slices of the bounding box of ``mask``, its start index)."""
+    idx = np.argwhere(mask)
+    lo, hi = idx.min(0), idx.max(0) + 1
+    return tuple(slice(a, b) for a, b in zip(lo, hi)), lo
+
+
 def _deepest(mask: np.ndarray) -> np.ndarray:
-    """The voxel of ``mask`` farthest from its border (ties: the first in C order)."""
-    dist = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1, 1:-1]
-    return np.array(np.unravel_index(int(np.argmax(dist)), mask.shape))
+    """The voxel of ``mask`` farthest from its border (ties: the first in C order).
+
+    Computed on the mask's bounding box padded by one background voxel: the nearest background voxel
+    of any object voxel lies within that shell, so the result equals the whole-volume one.
+    """
+    box, lo = _box(mask)
+    sub = mask[box]
+    dist = ndimage.distance_transform_edt(np.pad(sub, 1))[1:-1, 1:-1, 1:-1]
+    return lo + np.array(np.unravel_index(int(np.argmax(dist)), sub.shape))
 
 
 def first_click(target: np.ndarray, rng: Optional[np.random.Generator] = None) -> np.ndarray:
@@ -42,7 +55,7 @@ def next_click(target: np.ndarray, pred: np.ndarray, rng: Optional[np.random.Gen
     if rng is not None:
         idx = np.argwhere(err)
         return idx[rng.integers(len(idx))], label
-    comps, n = ndimage.label(err)
-    sizes = ndimage.sum(err, comps, index=np.arange(1, n + 1))
-    largest = comps == (int(np.argmax(sizes)) + 1)
-    return _deepest(largest), label
+    box, lo = _box(err)  # components never leave the error's bounding box
+    comps, n = ndimage.label(err[box])
+    sizes = ndimage.sum(err[box], comps, index=np.arange(1, n + 1))
+    return lo + _deepest(comps == (int(np.argmax(sizes)) + 1)), label
