@@ -53,11 +53,19 @@ def _check_positive(args, names) -> None:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1")
 
 
-def _evaluate(teacher_model, contract, modality, args) -> dict:
+def _data_seed(args) -> int:
+    return 1_000 + args.seed
+
+
+def _held_out(args):
     from mudo_app.synth import generate_cases
+
+    return generate_cases(_data_seed(args), HELD_OUT_FIRST, args.eval_cases)
+
+
+def _evaluate(teacher_model, contract, modality, held_out, args) -> dict:
     from mudo_app.train.teachers import evaluate_clicks
 
-    held_out = generate_cases(1_000 + args.seed, HELD_OUT_FIRST, args.eval_cases)
     scores = evaluate_clicks(teacher_model, contract, held_out, modality, (1, 3), progress=not args.quiet)
     for k, per in scores.items():
         print(f"  {modality} {k} click(s): " + ", ".join(f"{n} {100 * d:.1f}" for n, d in per.items()))
@@ -75,8 +83,9 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
     _check_positive(args, ("cases", "eval_cases", "iterations", "threads"))
     torch.set_num_threads(args.threads)
-    data_seed = 1_000 + args.seed
+    data_seed = _data_seed(args)
     train = generate_cases(data_seed, 0, args.cases)
+    held_out = _held_out(args)
     modalities = ["CT", "PET"] if args.modality == "both" else [args.modality.upper()]
     command = (f"muduo pretrain-teachers --cases {args.cases} --eval-cases {args.eval_cases} "
                f"--iterations {args.iterations} --seed {args.seed}")
@@ -91,7 +100,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
         print(f"{modality} stand-in teacher: {args.out / fname} ({train_s:.0f} s)")
         provenance = {"settings": asdict(settings), "train_seconds": round(train_s, 1), "command": command,
                       "data": f"synthetic phantoms, seed {data_seed}, cases 0..{args.cases - 1}",
-                      "zero_shot_dice": _evaluate(model, contract, modality, args)}
+                      "zero_shot_dice": _evaluate(model, contract, modality, held_out, args)}
         save_standin(args.out / fname, model, settings.architecture, modality, provenance)
         report["teachers"][modality] = provenance
     report_path = args.out / "report.json"
@@ -110,13 +119,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     _check_positive(args, ("eval_cases", "threads"))
     torch.set_num_threads(args.threads)
-    report = {"machine": describe(), "held_out": f"synthetic seed {1_000 + args.seed}, cases "
+    held_out = _held_out(args)
+    report = {"machine": describe(), "held_out": f"synthetic seed {_data_seed(args)}, cases "
               f"{HELD_OUT_FIRST}..{HELD_OUT_FIRST + args.eval_cases - 1}", "teachers": {}}
     for modality, path in (("CT", args.ct), ("PET", args.pet)):
         teacher = load_teacher(modality, path)
         print(teacher.describe())
         report["teachers"][modality] = {"checkpoint": teacher.checkpoint, "standin": teacher.standin,
-                                        "zero_shot_dice": _evaluate(teacher.model, teacher.contract, modality, args)}
+                                        "zero_shot_dice": _evaluate(teacher.model, teacher.contract, modality,
+                                                                                   held_out, args)}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))
