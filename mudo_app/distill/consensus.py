@@ -64,13 +64,14 @@ def select(iou: torch.Tensor, valid: torch.Tensor, settings: ConsensusSettings) 
 
 
 def fuse(p_ct: torch.Tensor, p_pet: torch.Tensor, settings: ConsensusSettings,
-         rng: Optional[np.random.Generator] = None) -> torch.Tensor:
+         rng: Optional[np.random.Generator] = None, alpha: Optional[np.ndarray] = None) -> torch.Tensor:
     """Binary pseudo-labels (B, ...) float: ``(alpha p_ct + (1 - alpha) p_pet) > 0.5``, alpha ~ U(0, 1)
-    per sample (``both``), 1 (``ct``) or 0 (``pet``)."""
+    per sample (``both``; or the given (B,) ``alpha``), 1 (``ct``) or 0 (``pet``)."""
     b = p_ct.shape[0]
     if settings.teachers == "both":
-        rng = rng or np.random.default_rng()
-        alpha = torch.from_numpy(rng.uniform(0.0, 1.0, size=b)).to(p_ct)
+        if alpha is None:
+            alpha = (rng or np.random.default_rng()).uniform(0.0, 1.0, size=b)
+        alpha = torch.as_tensor(np.asarray(alpha, np.float64)).to(p_ct)
     else:
         alpha = torch.full((b,), 1.0 if settings.teachers == "ct" else 0.0, dtype=p_ct.dtype)
     alpha = alpha.reshape(b, *([1] * (p_ct.ndim - 1)))
@@ -81,10 +82,13 @@ def soft_dice_loss(student: torch.Tensor, target: torch.Tensor, kept: torch.Tens
     """Mean over kept samples of 1 - soft Dice(student probability, pseudo-label); 0 if none kept."""
     if not bool(kept.any()):
         return student.sum() * 0.0
-    s, t = student[kept], target[kept]
-    dims = tuple(range(1, s.ndim))
-    dice = (2 * (s * t).sum(dims) + eps) / (s.sum(dims) + t.sum(dims) + eps)
-    return (1 - dice).mean()
+    return (1 - soft_dice(student[kept], target[kept], eps)).mean()
+
+
+def soft_dice(student: torch.Tensor, target: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """(B,) soft Dice of each sample: (2 sum(s t) + eps) / (sum s + sum t + eps)."""
+    dims = tuple(range(1, student.ndim))
+    return (2 * (student * target).sum(dims) + eps) / (student.sum(dims) + target.sum(dims) + eps)
 
 
 def consistency_weight(iteration: int, total: int, maximum: float = 0.1) -> float:

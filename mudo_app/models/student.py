@@ -19,7 +19,12 @@ def _unet(channels, in_channels: int = 2, out_channels: int = NUM_CLASSES, num_r
                 strides=(2,) * (len(channels) - 1), num_res_units=num_res_units)
 
 
+# GFLOPs per (1, 2, 128, 128, 128) forward, torch FlopCounterMode: unet_lite 12.7, unet_small 42.6, unet 89.5
+# (the method's reference student: 291.6). CPU time of that forward on 2 cores: 0.19 s, 0.47 s, ~1 s.
 STUDENTS: Dict[str, Callable[..., nn.Module]] = {
+    # 2.0 M parameters; 4 down-samplings, one convolution per level (input sides multiples of 16).
+    # The default student: at most 1/10 of the reference's cost (see README, "Choosing the student").
+    "unet_lite": lambda num_res_units=0, **kw: _unet((16, 32, 64, 128, 256), num_res_units=num_res_units, **kw),
     # 0.6 M parameters; strided MONAI UNet, 3 down-samplings (input sides must be multiples of 8)
     "unet_small": lambda **kw: _unet((16, 32, 64, 128), **kw),
     # 2.4 M parameters
@@ -27,7 +32,7 @@ STUDENTS: Dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build_student(name: str = "unet_small", **kwargs) -> nn.Module:
+def build_student(name: str = "unet_lite", **kwargs) -> nn.Module:
     """Build a registered student; ``kwargs`` (``in_channels``, ``out_channels``...) go to the builder."""
     if name not in STUDENTS:
         raise ValueError(f"unknown student {name!r}; choose one of {sorted(STUDENTS)}")

@@ -6,7 +6,7 @@ This is the "supervised only" baseline and the loop that measures the synthetic 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -35,17 +35,22 @@ def train_supervised(cases: List[Case], settings: SupervisedSettings = Supervise
     """Train a student from scratch on ``cases`` (each with a label); returns it in eval mode."""
     if not cases or any(c.label is None for c in cases):
         raise ValueError("train_supervised needs at least one case, every case labelled")
-    torch.manual_seed(settings.seed)
-    rng = np.random.default_rng(settings.seed)
     prep = StudentInput()
     data = [(prep(c.ct.array, c.pet.array), c.label.array.astype(np.int64)) for c in cases]
+    return fit_supervised(build_student(settings.student), data, settings, progress)
+
+
+def fit_supervised(net: torch.nn.Module, data: List[Tuple[np.ndarray, np.ndarray]], settings: SupervisedSettings,
+                   progress: bool = True, desc: str = "supervised") -> torch.nn.Module:
+    """Fit ``net`` on (image (C, X, Y, Z) float32, label (X, Y, Z) int64) pairs; returns it in eval mode."""
+    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
     voxels = [class_voxels(label) for _, label in data]
-    net = build_student(settings.student)
     opt = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=settings.iterations, power=0.9)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=0.5, lambda_ce=0.5)
     net.train()
-    bar = tqdm(range(settings.iterations), desc="supervised", unit="it", disable=not progress)
+    bar = tqdm(range(settings.iterations), desc=desc, unit="it", disable=not progress)
     for _ in bar:
         batch = []
         for _ in range(settings.batch_size):  # pick, then cut: the random stream of the measured runs

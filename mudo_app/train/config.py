@@ -1,0 +1,169 @@
+"""Typed training configuration, parsed once (from a JSON or TOML file, a dict, or a request body).
+
+Every switch of the paper's ablations is a field, so that e.g. ``muduo_no_filter`` is the config
+``{"method": "muduo", "filter": "none"}``. Unknown keys and wrong types are refused with a message
+that names the field (:class:`mudo_app.errors.InputError`, CLI exit 2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+from mudo_app.distill.consensus import FILTERS, ConsensusSettings
+from mudo_app.errors import InputError
+from mudo_app.labels import LESION, NUM_CLASSES
+from mudo_app.models.student import STUDENTS
+
+METHODS = ("supervised", "mean_teacher", "muduo", "fully_supervised")
+CLASS_SETS = {"all": tuple(range(1, NUM_CLASSES)), "organs": tuple(range(1, LESION)), "lesion": (LESION,)}
+OPTIMISERS = ("adamw", "sgd")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Patch sides are voxels ``[i, j, k]`` of the case grid (multiples of 16).
+
+    ``method``: ``supervised`` (labelled cases only), ``mean_teacher`` (EMA teacher, softmax MSE),
+    ``muduo`` (the method), ``fully_supervised`` (every case with its ground truth: the upper bound).
+    ``classes``: ``all`` (13 foreground classes), ``organs`` (1-12) or ``lesion`` (13); labels of
+    other classes count as background and only these classes get a consistency term.
+    ``filter`` / ``keep_fraction`` / ``iou_threshold`` / ``teachers`` / ``k_points``: the MuDuo
+    ablations (see :class:`mudo_app.distill.consensus.ConsensusSettings`).
+    ``optimiser``: ``adamw`` (default; converges within CPU budgets) or ``sgd`` (the reference:
+    lr 0.01, momentum 0.9); either with weight decay 1e-4 and poly decay (power 0.9).
+    """
+
+    datastore: str = ""
+    out: str = "runs/muduo"
+    method: str = "muduo"
+    student: str = "unet_lite"
+    classes: str = "all"
+    iterations: int = 300
+    batch_labelled: int = 2
+    batch_unlabelled: int = 2
+    patch: Tuple[int, int, int] = (64, 64, 64)
+    foreground_prob: float = 0.5
+    optimiser: str = "adamw"
+    lr: float = 2e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    seed: int = 0
+    lambda_max: float = 0.1
+    filter: str = "top_fraction"
+    keep_fraction: float = 0.5
+    iou_threshold: float = 0.5
+    teachers: str = "both"
+    k_points: int = 3
+    ema_decay: float = 0.99
+    prompt_net_iterations: int = 200
+    ct_teacher: Optional[str] = None
+    pet_teacher: Optional[str] = None
+    init_from: Optional[str] = None
+    checkpoint_every: int = 100
+    labelled_limit: Optional[int] = None
+    threads: Optional[int] = None
+
+    def __post_init__(self):
+        def bad(name, why):
+            raise InputError(f"config field {name!r}: {why}")
+
+        if self.method not in METHODS:
+            bad("method", f"must be one of {METHODS}, got {self.method!r}")
+        if self.student not in STUDENTS:
+            bad("student", f"must be one of {sorted(STUDENTS)}, got {self.student!r}")
+        if self.classes not in CLASS_SETS:
+            bad("classes", f"must be one of {sorted(CLASS_SETS)}, got {self.classes!r}")
+        if self.optimiser not in OPTIMISERS:
+            bad("optimiser", f"must be one of {OPTIMISERS}, got {self.optimiser!r}")
+        if self.filter not in FILTERS:
+            bad("filter", f"must be one of {FILTERS}, got {self.filter!r}")
+        if self.teachers not in ("both", "ct", "pet"):
+            bad("teachers", f"must be 'both', 'ct' or 'pet', got {self.teachers!r}")
+        if len(self.patch) != 3 or any(int(p) < 16 or int(p) % 16 for p in self.patch):
+            bad("patch", f"needs three sides, each a multiple of 16, got {list(self.patch)}")
+        for name in ("iterations", "batch_labelled", "k_points", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                bad(name, f"must be at least 1, got {getattr(self, name)}")
+        if self.batch_unlabelled < 0 or self.prompt_net_iterations < 0:
+            bad("batch_unlabelled", "and prompt_net_iterations must not be negative")
+        if self.method in ("muduo", "mean_teacher") and self.batch_unlabelled < 1:
+            bad("batch_unlabelled", f"method {self.method!r} needs unlabelled patches (at least 1)")
+        if not 0 < self.keep_fraction <= 1:
+            bad("keep_fraction", f"must be in (0, 1], got {self.keep_fraction}")
+        if not 0 <= self.foreground_prob <= 1 or not 0 <= self.ema_decay < 1:
+            bad("foreground_prob", "must be in [0, 1] and ema_decay in [0, 1)")
+        if self.lr <= 0 or self.lambda_max < 0:
+            bad("lr", "must be positive and lambda_max not negative")
+        if self.labelled_limit is not None and self.labelled_limit < 1:
+            bad("labelled_limit", f"must be at least 1, got {self.labelled_limit}")
+
+    @property
+    def class_ids(self) -> Tuple[int, ...]:
+        return CLASS_SETS[self.classes]
+
+    def consensus(self) -> ConsensusSettings:
+        return ConsensusSettings(self.filter, self.keep_fraction, self.iou_threshold, self.teachers)
+
+    def to_dict(self) -> Dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["patch"] = list(self.patch)
+        return out
+
+    def replace(self, **changes) -> "TrainConfig":
+        return config_from_dict({**self.to_dict(), **changes})
+
+
+def _coerce(f: dataclasses.Field, value: Any) -> Any:
+    """Check one value against its field's declared type (the annotation string of this module)."""
+    kind = f.type.replace("Optional[", "").rstrip("]")
+    if value is None:
+        if f.type.startswith("Optional["):
+            return None
+        raise InputError(f"config field {f.name!r} must not be null")
+    if kind.startswith("Tuple[int"):
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise InputError(f"config field {f.name!r} must be a list of integers, got {value!r}")
+        return tuple(value)
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"config field {f.name!r} must be an integer, got {value!r}")
+        return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(f"config field {f.name!r} must be a number, got {value!r}")
+        return float(value)
+    if kind == "str":
+        if not isinstance(value, str):
+            raise InputError(f"config field {f.name!r} must be a string, got {value!r}")
+        return value
+    raise AssertionError(f"unhandled config type {f.type}")  # pragma: no cover - a new field without a rule
+
+
+def config_from_dict(values: Dict[str, Any]) -> TrainConfig:
+    """A :class:`TrainConfig` from a mapping; unknown keys or wrong types raise :class:`InputError`."""
+    if not isinstance(values, dict):
+        raise InputError(f"a training config must be a mapping of fields, got {type(values).__name__}")
+    known = {f.name: f for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise InputError(f"unknown config key(s) {unknown}; known keys: {sorted(known)}")
+    return TrainConfig(**{k: _coerce(known[k], v) for k, v in values.items()})
+
+
+def load_config(path, overrides: Optional[Dict[str, Any]] = None) -> TrainConfig:
+    """Read a ``.json`` or ``.toml`` config file; ``overrides`` (e.g. from the CLI) win."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"config file not found: {path}")
+    text = path.read_text()
+    try:
+        values = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise InputError(f"config file {path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {exc}") from exc
+    return config_from_dict({**values, **(overrides or {})})
+

@@ -1,0 +1,46 @@
+"""MuDuo's prompt network: a PET-only (1-channel) student trained supervised on the labelled cases,
+then frozen. It only places point prompts for the PET teacher (MUDUO_METHOD.md, "Networks")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+import torch
+import torch.distributed as dist
+
+from mudo_app.models.checkpoint import load_student, save_student
+from mudo_app.models.student import build_student
+from mudo_app.train.config import TrainConfig
+from mudo_app.train.supervised import SupervisedSettings, fit_supervised
+
+FILE = "prompt_net.pt"
+
+
+def load_or_train_prompt_net(labelled: List, config: TrainConfig, out: Path, shard, progress: bool = True
+                             ) -> torch.nn.Module:
+    """The frozen prompt network of this run: read from ``out/prompt_net.pt`` when present (resume),
+    else trained on rank 0 (PET channel of the labelled cases, ``prompt_net_iterations``) and shared."""
+    path = Path(out) / FILE
+    kwargs = {"in_channels": 1}
+    if path.is_file():
+        net, _, _ = load_student(path)
+    else:
+        net = build_student(config.student, **kwargs)
+        if shard.rank == 0:
+            settings = SupervisedSettings(student=config.student, iterations=max(config.prompt_net_iterations, 1),
+                                          patch=tuple(config.patch), seed=config.seed, lr=2e-3)
+            data = [(case.image[1:], case.label) for case in labelled]
+            fit_supervised(net, data, settings, progress, desc="prompt network (PET only)")
+            save_student(path, net, config.student, kwargs,
+                         provenance={"role": "MuDuo prompt network", "inputs": "PET channel only",
+                                     "iterations": settings.iterations, "seed": config.seed,
+                                     "labelled": [c.case_id for c in labelled]})
+        if shard.world > 1:
+            state = [net.state_dict()]
+            dist.broadcast_object_list(state, src=0)
+            net.load_state_dict(state[0])
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net

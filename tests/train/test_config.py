@@ -1,0 +1,48 @@
+import json
+
+import pytest
+
+from mudo_app.errors import InputError
+from mudo_app.train.config import TrainConfig, config_from_dict, load_config
+
+
+def test_defaults_and_ablation_switches():
+    c = config_from_dict({"datastore": "x", "filter": "none", "k_points": 1, "teachers": "ct"})
+    assert c.method == "muduo" and c.class_ids == tuple(range(1, 14))
+    assert c.consensus().filter == "none" and c.consensus().teachers == "ct"
+    assert config_from_dict({"classes": "lesion"}).class_ids == (13,)
+    assert config_from_dict({"classes": "organs"}).class_ids == tuple(range(1, 13))
+    assert config_from_dict(c.to_dict()) == c
+
+
+@pytest.mark.parametrize("values,message", [
+    ({"iterationz": 3}, "unknown config key"),
+    ({"iterations": "3"}, "'iterations' must be an integer"),
+    ({"iterations": True}, "'iterations' must be an integer"),
+    ({"lr": "fast"}, "'lr' must be a number"),
+    ({"patch": [64, 64]}, "'patch'"),
+    ({"patch": [64, 64, 40]}, "multiple of 16"),
+    ({"method": "magic"}, "'method'"),
+    ({"filter": "top"}, "'filter'"),
+    ({"student": "resnet"}, "'student'"),
+    ({"iterations": 0}, "'iterations'"),
+    ({"method": "muduo", "batch_unlabelled": 0}, "needs unlabelled"),
+    ({"keep_fraction": 0}, "keep_fraction"),
+    ({"datastore": None}, "must not be null"),
+])
+def test_bad_configs_name_the_field(values, message):
+    with pytest.raises(InputError, match=message):
+        config_from_dict(values)
+
+
+def test_load_json_and_toml_with_overrides(tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps({"datastore": "d", "iterations": 5}))
+    assert load_config(tmp_path / "a.json", {"iterations": 7}).iterations == 7
+    (tmp_path / "b.toml").write_text('datastore = "d"\npatch = [32, 32, 32]\nmethod = "supervised"\n')
+    c = load_config(tmp_path / "b.toml")
+    assert c.patch == (32, 32, 32) and c.method == "supervised" and isinstance(c, TrainConfig)
+    (tmp_path / "c.json").write_text("{not json")
+    with pytest.raises(InputError, match="not valid JSON"):
+        load_config(tmp_path / "c.json")
+    with pytest.raises(InputError, match="not found"):
+        load_config(tmp_path / "missing.json")

@@ -1,0 +1,116 @@
+"""End-to-end training runs on a coarse (8 mm) synthetic datastore: a few iterations each."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from mudo_app.cli import main
+from mudo_app.errors import InputError
+from mudo_app.models.checkpoint import load_student
+from mudo_app.train.config import config_from_dict
+from mudo_app.train.trainer import Trainer
+
+PATCH = [32, 32, 32]  # 256 mm at 8 mm: the stand-in teachers' box
+
+
+@pytest.fixture(scope="module")
+def datastore(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ds") / "store"
+    assert main(["sample-data", "--out", str(root), "--cases", "5", "--labelled", "2", "--seed", "3",
+                 "--spacing", "8", "8", "8"]) == 0
+    return root
+
+
+def _config(datastore, out, **kw):
+    base = {"datastore": str(datastore), "out": str(out), "patch": PATCH, "iterations": 4,
+            "prompt_net_iterations": 3, "checkpoint_every": 2, "threads": 1}
+    return config_from_dict({**base, **kw})
+
+
+def _log(out):
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_muduo_run_writes_a_loadable_student_and_caches_embeddings(datastore, tmp_path):
+    out = tmp_path / "run"
+    path = Trainer(_config(datastore, out, iterations=6), progress=False).run()
+    model, prep, meta = load_student(path)
+    prov = meta["provenance"]
+    assert prov["method"] == "muduo" and prov["iterations"] == 6 and len(prov["data"]["labelled"]) == 2
+    assert any("STAND-IN" in t for t in prov["teachers"])
+    log = _log(out)
+    assert [r["iteration"] for r in log] == [1, 2, 3, 4, 5, 6]
+    assert all(np.isfinite(r["loss"]) for r in log)
+    assert 0 < log[0]["kept"] <= 1 and log[0]["lambda"] < log[-1]["lambda"] <= 0.1
+    # 2 unlabelled patches per iteration, each teacher: decoders run 13 classes per patch,
+    # encoders at most once per patch position (positions repeat, so fewer calls than patches)
+    assert log[-1]["ct_decoder_calls"] == 6 * 2 * 13
+    assert log[-1]["ct_encoder_calls"] <= 12 and log[-1]["pet_encoder_calls"] <= 12
+    assert (out / "prompt_net.pt").is_file() and (out / "config.json").is_file()
+
+
+@pytest.mark.parametrize("method", ["supervised", "mean_teacher", "fully_supervised"])
+def test_baselines_run_in_the_same_harness(datastore, tmp_path, method):
+    path = Trainer(_config(datastore, tmp_path / method, method=method, iterations=2), progress=False).run()
+    _, _, meta = load_student(path)
+    n_lab = len(meta["provenance"]["data"]["labelled"])
+    assert n_lab == (5 if method == "fully_supervised" else 2)
+
+
+def test_resume_reproduces_an_uninterrupted_run(datastore, tmp_path):
+    Trainer(_config(datastore, tmp_path / "full", iterations=4), progress=False).run()
+    Trainer(_config(datastore, tmp_path / "part", iterations=4), progress=False).run(stop_after=2)  # interrupted
+    assert len(_log(tmp_path / "part")) == 2
+    with pytest.raises(InputError, match="already holds a run"):
+        Trainer(_config(datastore, tmp_path / "part", iterations=4), progress=False).run()
+    Trainer(_config(datastore, tmp_path / "part", iterations=4), progress=False).run(resume=True)
+    full, part = _log(tmp_path / "full"), _log(tmp_path / "part")
+    assert [r["iteration"] for r in part] == [1, 2, 3, 4]
+    np.testing.assert_allclose([r["loss"] for r in part], [r["loss"] for r in full], rtol=1e-6)
+    a = torch.load(tmp_path / "full" / "student.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "part" / "student.pt", weights_only=True)["state_dict"]
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    with pytest.raises(InputError, match="differs from this config"):
+        Trainer(_config(datastore, tmp_path / "part", iterations=4, lr=0.1), progress=False).run(resume=True)
+
+
+def test_bad_training_input_exits_2(datastore, tmp_path, capsys):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"datastore": str(datastore), "out": str(tmp_path / "o"), "patch": PATCH, "bogus": 1}))
+    assert main(["train", "--config", str(cfg)]) == 2
+    assert "unknown config key(s) ['bogus']" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    assert main(["sample-data", "--out", str(empty), "--cases", "2", "--labelled", "0", "--spacing", "8", "8", "8"]) == 0
+    cfg.write_text(json.dumps({"datastore": str(empty), "out": str(tmp_path / "o"), "patch": PATCH}))
+    assert main(["train", "--config", str(cfg)]) == 2
+    assert "no labelled case" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_ddp_two_processes_match_single_process(datastore, tmp_path):
+    """torchrun, 2 CPU processes (gloo): same losses as one process on the same global batch, and
+    identical replicas (the trainer checks parameter checksums across ranks at the end)."""
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(_config(datastore, tmp_path / "ddp", iterations=3).to_dict()))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(port),
+           "-m", "mudo_app.cli", "train", "--config", str(cfg), "--no-progress"]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    Trainer(_config(datastore, tmp_path / "single", iterations=3), progress=False).run()
+    ddp, single = _log(tmp_path / "ddp"), _log(tmp_path / "single")
+    for key in ("loss", "supervised", "consistency"):
+        np.testing.assert_allclose([r[key] for r in ddp], [r[key] for r in single], rtol=1e-4, atol=1e-6)
+    assert json.loads((tmp_path / "ddp" / "config.json").read_text())["iterations"] == 3
+    _, _, meta = load_student(tmp_path / "ddp" / "student.pt")
+    assert meta["provenance"]["processes"] == 2
