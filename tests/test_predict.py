@@ -91,3 +91,40 @@ def test_predict_bad_input_exit_2_nothing_written(tmp_path, student_path, capsys
                  str(student_path), "--roi", *roi]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("shape,roi,overlap", [((70, 50, 90), (32, 32, 32), 0.25), ((20, 50, 33), (32, 32, 32), 0.5),
+                                               ((64, 64, 64), (32, 32, 16), 0.0)])
+def test_layerwise_sliding_window_equals_the_whole_volume_for_a_pointwise_model(shape, roi, overlap):
+    """With a 1x1x1 convolution every window agrees with the whole-volume output, so any bookkeeping
+    error of the layer-by-layer accumulation (shifts, padding, last layer) shows as a mismatch."""
+    from mudo_app.predict import predict_arrays, window_starts
+    from mudo_app.transforms.intensity import StudentInput
+
+    torch.manual_seed(0)
+    net = torch.nn.Conv3d(2, 14, 1).eval()
+    rng = np.random.default_rng(0)
+    ct = rng.normal(0, 300, shape).astype(np.float32)
+    pet = rng.gamma(1, 1, shape).astype(np.float32)
+    got = predict_arrays(net, StudentInput(), ct, pet, roi=roi, overlap=overlap)
+    with torch.no_grad():
+        want = net(torch.from_numpy(StudentInput()(ct, pet))[None]).argmax(1)[0].numpy()
+    assert got.shape == shape and got.dtype == np.uint8
+    np.testing.assert_array_equal(got, want)
+    assert window_starts(90, 32, 0.25) == [0, 19, 39, 58] and window_starts(20, 32, 0.25) == [0]
+
+
+def test_bf16_prediction_mostly_agrees_with_fp32():
+    from mudo_app.predict import predict_arrays
+    from mudo_app.transforms.intensity import StudentInput
+
+    torch.manual_seed(0)
+    net = build_student("unet_lite").eval()
+    rng = np.random.default_rng(1)
+    ct = rng.normal(0, 300, (48, 48, 48)).astype(np.float32)
+    pet = rng.gamma(1, 1, (48, 48, 48)).astype(np.float32)
+    a = predict_arrays(net, StudentInput(), ct, pet, roi=(32, 32, 32), precision="fp32")
+    b = predict_arrays(net, StudentInput(), ct, pet, roi=(32, 32, 32), precision="bf16")
+    assert (a == b).mean() > 0.9
+    with pytest.raises(ValueError, match="precision"):
+        predict_arrays(net, StudentInput(), ct, pet, roi=(32, 32, 32), precision="fp8")

@@ -10,10 +10,10 @@ import sys
 from typing import List, Optional
 
 from mudo_app import __version__
-from mudo_app.cli import data, evaluate, predict, teachers, train
+from mudo_app.cli import benchmark, data, evaluate, predict, teachers, train
 from mudo_app.errors import InputError
 
-COMMAND_MODULES = (data, teachers, train, predict, evaluate)
+COMMAND_MODULES = (data, teachers, train, predict, evaluate, benchmark)
 
 
 class _Parser(argparse.ArgumentParser):

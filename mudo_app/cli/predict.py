@@ -14,8 +14,12 @@ def register(sub) -> None:
     p.add_argument("--ct", required=True, type=Path, help="CT in HU (resampled onto the PET grid if needed)")
     p.add_argument("--pet", required=True, type=Path, help="PET in SUV: defines the output grid")
     p.add_argument("--out", required=True, type=Path, help="output label file (.nii.gz)")
-    p.add_argument("--model", required=True, type=Path, help="student checkpoint")
-    p.add_argument("--roi", type=int, nargs=3, default=(96, 96, 96), help="sliding-window size in voxels")
+    p.add_argument("--model", type=Path, default=None,
+                   help="student checkpoint (default: the demo student made by `make demo`)")
+    p.add_argument("--roi", type=int, nargs=3, default=(128, 128, 128), help="sliding-window size in voxels")
+    p.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap fraction")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="auto: bf16 on CPUs with native bf16 (AVX512-BF16/AMX), else fp32")
     p.set_defaults(run=run)
 
 
@@ -24,16 +28,23 @@ def run(args: argparse.Namespace) -> int:
 
     from mudo_app.io.volume import load_volume, save_volume
     from mudo_app.models.checkpoint import load_student
+    from mudo_app.models.checkpoint import DEMO_STUDENT
     from mudo_app.predict import predict_volume
 
     if not str(args.out).endswith((".nii.gz", ".nii")):
         raise InputError(f"--out must end in .nii.gz or .nii, got {args.out}")
-    if min(args.roi) < 16 or any(r % 8 for r in args.roi):
-        raise InputError(f"--roi sides must be multiples of 8 and at least 16, got {args.roi}")
-    model, prep, _ = load_student(args.model)
+    if min(args.roi) < 16 or any(r % 16 for r in args.roi):
+        raise InputError(f"--roi sides must be multiples of 16, got {args.roi}")
+    if not 0 <= args.overlap < 1:
+        raise InputError(f"--overlap must be in [0, 1), got {args.overlap}")
+    model_path = args.model or DEMO_STUDENT
+    if not model_path.is_file():
+        hint = " (run `make demo` to make the demo student, or give --model)" if args.model is None else ""
+        raise InputError(f"student checkpoint not found: {model_path}{hint}")
+    model, prep, _ = load_student(model_path)
     ct = load_volume(args.ct, "CT", dtype=np.float32)
     pet = load_volume(args.pet, "PET", dtype=np.float32)
-    label = predict_volume(model, prep, ct, pet, roi=tuple(args.roi))
+    label = predict_volume(model, prep, ct, pet, roi=tuple(args.roi), overlap=args.overlap, precision=args.precision)
     save_volume(label, args.out, dtype=np.uint8)
     print(f"wrote {args.out} {label.shape}")
     return 0

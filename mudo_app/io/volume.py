@@ -8,10 +8,8 @@ exact target grid (shape + affine).
 
 from __future__ import annotations
 
-import gzip
 import os
 import tempfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Tuple, Union
@@ -64,8 +62,37 @@ def case_name(path: PathLike) -> str:
     return Path(name).stem
 
 
+_LPS = np.diag([-1.0, -1.0, 1.0])
+_SPACES = {"left-posterior-superior": _LPS, "LPS": _LPS, "right-anterior-superior": np.eye(3), "RAS": np.eye(3)}
+
+
+def _read_nrrd(path: Path):
+    """(array [i, j, k], RAS affine) of a NRRD file (3D Slicer's label format)."""
+    import nrrd
+
+    data, header = nrrd.read(str(path))  # index order "F": data[i, j, k] like NIfTI
+    space = header.get("space", "left-posterior-superior")
+    if space not in _SPACES:
+        raise ValueError(f"unsupported NRRD space {space!r}")
+    dirs = np.asarray(header.get("space directions"), float)
+    if dirs.shape != (3, 3) or not np.isfinite(dirs).all():
+        raise ValueError(f"NRRD 'space directions' must be three vectors, got {header.get('space directions')}")
+    affine = np.eye(4)
+    affine[:3, :3] = _SPACES[space] @ dirs.T
+    affine[:3, 3] = _SPACES[space] @ np.asarray(header.get("space origin", np.zeros(3)), float)
+    return data, affine
+
+
+def _write_nrrd(array: np.ndarray, affine: np.ndarray, path: str) -> None:
+    import nrrd
+
+    header = {"space": "left-posterior-superior", "space directions": (_LPS @ affine[:3, :3]).T,
+              "space origin": _LPS @ affine[:3, 3], "kinds": ["domain"] * 3, "encoding": "gzip"}
+    nrrd.write(path, np.ascontiguousarray(array), header, index_order="F")
+
+
 def load_volume(path: PathLike, what: str = "volume", dtype=None, allow_nonfinite: bool = False) -> Volume:
-    """Read a NIfTI file as a :class:`Volume`; a trailing singleton 4th axis is dropped.
+    """Read a NIfTI (or NRRD) file as a :class:`Volume`; a trailing singleton 4th axis is dropped.
 
     Raises :class:`InputError` naming ``what`` and the file for a missing, unreadable or corrupt
     file, a volume that is not 3-D, or NaN / infinite voxels (unless ``allow_nonfinite``).
@@ -74,9 +101,12 @@ def load_volume(path: PathLike, what: str = "volume", dtype=None, allow_nonfinit
     if not path.is_file():
         raise InputError(f"{what}: file not found: {path}")
     try:
-        img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
-    except (OSError, EOFError, zlib.error, gzip.BadGzipFile, nib.filebasedimages.ImageFileError, ValueError) as exc:
+        if path.suffix == ".nrrd":
+            data, affine = _read_nrrd(path)
+        else:
+            img = nib.load(str(path))
+            data, affine = np.asanyarray(img.dataobj), img.affine
+    except Exception as exc:  # any reader failure is a bad file: nibabel and pynrrd raise many kinds
         raise InputError(f"{what}: cannot read {path}: {exc}") from exc
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
@@ -87,11 +117,12 @@ def load_volume(path: PathLike, what: str = "volume", dtype=None, allow_nonfinit
     if not allow_nonfinite and np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
         n_bad = int((~np.isfinite(data)).sum())
         raise InputError(f"{what}: {path} has {n_bad} NaN or infinite voxels")
-    return Volume(np.ascontiguousarray(data), img.affine)
+    return Volume(np.ascontiguousarray(data), affine)
 
 
 def save_volume(volume: Volume, path: PathLike, dtype=None) -> Path:
-    """Write ``volume`` to ``path`` (NIfTI) atomically: a temporary file in the same folder, then rename.
+    """Write ``volume`` to ``path`` (NIfTI, or NRRD for a ``.nrrd`` name) atomically: a temporary file
+    in the same folder, then rename.
 
     Gzip output is deterministic (nibabel writes no time stamp), so equal inputs give equal bytes.
     """
@@ -102,11 +133,14 @@ def save_volume(volume: Volume, path: PathLike, dtype=None) -> Path:
     img.header.set_xyzt_units("mm", "sec")
     img.set_qform(volume.affine, code=1)
     img.set_sform(volume.affine, code=1)
-    suffix = ".nii.gz" if path.name.endswith(".gz") else ".nii"
+    suffix = ".nrrd" if path.suffix == ".nrrd" else ".nii.gz" if path.name.endswith(".gz") else ".nii"
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
-        nib.save(img, tmp)
+        if suffix == ".nrrd":
+            _write_nrrd(array, volume.affine, tmp)
+        else:
+            nib.save(img, tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -129,7 +163,7 @@ def read_grid(path: PathLike, what: str = "volume") -> Tuple[Tuple[int, int, int
     """``(shape, affine)`` of a NIfTI file from its header alone (no voxel data is read)."""
     try:
         img = nib.load(str(path))
-    except (OSError, EOFError, zlib.error, nib.filebasedimages.ImageFileError, ValueError) as exc:
+    except (OSError, EOFError, nib.filebasedimages.ImageFileError, ValueError) as exc:
         raise InputError(f"{what}: cannot read {path}: {exc}") from exc
     return tuple(int(s) for s in img.shape[:3]), img.affine
 

@@ -25,6 +25,8 @@ from mudo_app.models.student import build_student
 from mudo_app.transforms.intensity import StudentInput
 
 FORMAT = "muduo-student/1"
+# the student `make demo` trains with MuDuo on the demo datastore's 5 labelled cases
+DEMO_STUDENT = Path(__file__).resolve().parents[2] / "sample-datasets" / "demo" / "student.pt"
 
 
 def save_student(path: Union[str, os.PathLike], model: torch.nn.Module, name: str, kwargs: Optional[dict] = None,

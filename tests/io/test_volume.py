@@ -123,3 +123,21 @@ def test_same_grid():
     b.affine[0, 3] += 0.5
     assert not same_grid(a, b)
     assert not same_grid(a, make_volume(shape=(6, 5, 5), affine=a.affine))
+
+
+def test_nrrd_round_trip_keeps_grid_and_values(tmp_path):
+    """3D Slicer labels come as NRRD in LPS space: an LAS anisotropic affine must survive the trip."""
+    import nrrd
+
+    affine = np.array([[-2.0, 0, 0, 90], [0, 2.5, 0, -40], [0, 0, 3.0, 12], [0, 0, 0, 1]])
+    label = Volume(np.random.default_rng(0).integers(0, 14, (5, 6, 7)).astype(np.uint8), affine)
+    path = save_volume(label, tmp_path / "label.nrrd")
+    back = load_volume(path)
+    np.testing.assert_array_equal(back.array, label.array)
+    np.testing.assert_allclose(back.affine, affine)
+    header = nrrd.read_header(str(path))
+    assert header["space"] == "left-posterior-superior"
+    np.testing.assert_allclose(header["space origin"], [-90, 40, 12])  # RAS -> LPS flips x and y
+    (tmp_path / "bad.nrrd").write_text("NRRD0004\nnot a header\n")
+    with pytest.raises(InputError, match="cannot read"):
+        load_volume(tmp_path / "bad.nrrd")

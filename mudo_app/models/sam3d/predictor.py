@@ -68,6 +68,13 @@ class Sam3DPredictor:
     def is_image_set(self) -> bool:
         return self._volume is not None
 
+    @property
+    def affine(self) -> np.ndarray:
+        """The (4, 4) voxel-to-world affine of the image given to ``set_image``."""
+        if self._volume is None:
+            raise InputError("no image: call set_image() first")
+        return self._volume.affine
+
     def _voxel_to_world(self, ijk: np.ndarray) -> np.ndarray:
         return (self._volume.affine @ np.c_[ijk, np.ones(len(ijk))].T).T[:, :3]
 

@@ -1,0 +1,112 @@
+"""MuDuo Label: the MONAI Label app. Assembles the tasks of ``lib/``; no maths and no IO logic here.
+
+    monailabel start_server --app apps/muduo --studies sample-datasets/demo/datastore \\
+        --host 127.0.0.1 --port 8000 [--conf ct_teacher PATH --conf pet_teacher PATH ...]
+
+``--conf`` keys: see :class:`lib.configs.server.ServerConfig`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from typing import Any, Dict
+
+from monailabel.config import settings
+from monailabel.interfaces.app import MONAILabelApp
+
+from lib import routes
+from lib.activelearning.random import RandomUnlabelled
+from lib.activelearning.served import RecentlyServed
+from lib.activelearning.teacher_disagreement import TeacherDisagreement
+from lib.configs.server import Resources, ServerConfig
+from lib.datastore import MuDuoDatastore
+from lib.errors import http_errors, not_found, unprocessable
+from lib.infers.muduo_student import MuDuoStudentInfer
+from lib.infers.sam_med3d_ct import SamMed3DCTInfer
+from lib.infers.seganypet_pet import SegAnyPETInfer
+from lib.trainers.muduo import MuDuoTrainTask
+from mudo_app import __version__
+from mudo_app.labels import LABELS, label_names
+
+logger = logging.getLogger(__name__)
+
+
+class MuDuoApp(MONAILabelApp):
+    def __init__(self, app_dir: str, studies: str, conf: Dict[str, str]):
+        self.server_config = ServerConfig.from_conf(app_dir, conf)
+        self.resources = Resources(self.server_config)
+        self.served = RecentlyServed(self.server_config.recent_minutes)
+        self._publish_initial_student()
+        super().__init__(app_dir=app_dir, studies=studies, conf=conf, name="MuDuo Label",
+                         description="PET/CT segmentation of 12 organs and lesions: a prompt-free MuDuo student, "
+                                     "click refinement through the CT and PET teachers, background retraining",
+                         version=__version__, labels=label_names())
+
+    def _publish_initial_student(self) -> None:
+        conf = self.server_config
+        conf.model_dir.mkdir(parents=True, exist_ok=True)
+        if not conf.published_student.is_file() and conf.student.is_file():
+            tmp = conf.published_student.with_name(".tmp-initial.pt")
+            shutil.copyfile(conf.student, tmp)
+            os.replace(tmp, conf.published_student)
+            logger.info(f"serving the initial student {conf.student}")
+
+    # ---- tasks -------------------------------------------------------------------------------------
+    def init_datastore(self):
+        return MuDuoDatastore(self.studies, auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+                              read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY)
+
+    def init_infers(self):
+        return {"muduo_student": MuDuoStudentInfer(self.resources),
+                "sam_med3d_ct": SamMed3DCTInfer(self.resources),
+                "seganypet_pet": SegAnyPETInfer(self.resources)}
+
+    def init_trainers(self):
+        return {"muduo": MuDuoTrainTask(self.resources, self.studies)}
+
+    def init_strategies(self):
+        return {"teacher_disagreement": TeacherDisagreement(self.resources, self.served),
+                "random": RandomUnlabelled(self.served)}
+
+    def on_init_complete(self):
+        super().on_init_complete()
+        routes.install(self)
+
+    # ---- requests ----------------------------------------------------------------------------------
+    def info(self) -> Dict[str, Any]:
+        meta = super().info()
+        meta["labels"] = label_names()
+        meta["label_colors"] = {lbl.name: list(lbl.color) for lbl in LABELS}
+        meta["teachers"] = {name: task.describe() for name, task in self._infers.items() if hasattr(task, "describe")}
+        return meta
+
+    def model_info(self, model):
+        info = super().model_info(model)
+        trainer = self._trainers.get("muduo")
+        if info is not None and model == "muduo_student" and trainer is not None:  # the muduo task makes the student
+            info["train_stats"] = trainer.stats()
+        return info
+
+    def infer(self, request, datastore=None):
+        model = request.get("model")
+        if model not in self._infers:
+            raise not_found(f"unknown model {model!r}; available: {sorted(self._infers)}")
+        image = request.get("image")
+        if isinstance(image, str) and not os.path.exists(image):
+            self._datastore.require(image)
+            request = {**request, "pet": self._datastore.pet_uri(image)}
+        elif model != "sam_med3d_ct":  # an uploaded file carries one modality
+            raise unprocessable(f"{model} needs the case's CT and PET: add the case with PUT /datastore/image "
+                                "(one 4-D NIfTI, CT and PET as its 2 channels), then infer by image id")
+        with http_errors():
+            return super().infer(request, datastore)
+
+    def next_sample(self, request):
+        strategy = request.get("strategy") or "random"
+        if strategy not in self._strategies:
+            raise not_found(f"unknown strategy {strategy!r}; available: {sorted(self._strategies)}")
+        with http_errors():
+            return super().next_sample(request)
+

@@ -1,0 +1,26 @@
+"""Active-learning strategy ``random``: a random unlabelled case not served to another client lately."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import numpy as np
+from monailabel.interfaces.tasks.strategy import Strategy
+
+from lib.activelearning.served import RecentlyServed
+
+
+class RandomUnlabelled(Strategy):
+    def __init__(self, served: RecentlyServed, seed: Optional[int] = None):
+        super().__init__("A random unlabelled case (not one served to another client in the last minutes)")
+        self.served = served
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, request: Dict[str, Any], datastore) -> Dict[str, Any]:
+        client = str(request.get("client_id") or "anonymous")
+        candidates = [i for i in datastore.store.unlabelled_ids() if not self.served.busy(i, client)]
+        if not candidates:
+            return {}
+        choice = str(self.rng.choice(candidates))
+        self.served.mark(choice, client)
+        return {"id": choice, "strategy": "random"}

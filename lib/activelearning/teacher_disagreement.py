@@ -1,0 +1,54 @@
+"""Active-learning strategy ``teacher_disagreement``: the unlabelled case the teachers (and the student)
+disagree on most, skipping cases recently served to another client."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, Tuple
+
+from monailabel.interfaces.tasks.strategy import Strategy
+
+from lib.activelearning.served import RecentlyServed
+from lib.configs.server import Resources
+from mudo_app.distill.disagreement import disagreement
+from mudo_app.models.sam3d import Sam3DPredictor
+from mudo_app.predict import predict_volume
+
+logger = logging.getLogger(__name__)
+
+
+class TeacherDisagreement(Strategy):
+    def __init__(self, resources: Resources, served: RecentlyServed):
+        super().__init__("Unlabelled case where the CT and PET teachers, and the student, disagree most "
+                         "(not one served to another client in the last minutes)")
+        self.resources = resources
+        self.served = served
+        self._scores: Dict[Tuple[str, int], Dict[str, Any]] = {}  # (case, student mtime) -> score
+
+    def score(self, datastore, image_id: str) -> Dict[str, Any]:
+        key = (image_id, self.resources.student_mtime() or 0)
+        if key not in self._scores:
+            case = datastore.store.load_case(image_id)
+            model, prep, _ = self.resources.student()
+            label = predict_volume(model, prep, case.ct, case.pet, roi=(128, 128, 128),
+                                   precision=self.resources.config.precision).array
+            predictors = []
+            for modality, volume in (("CT", case.ct), ("PET", case.pet)):
+                teacher = self.resources.teacher(modality)
+                pred = Sam3DPredictor(teacher.model, teacher.contract, cache_size=16)
+                pred.set_image(volume.array, volume.affine, modality)
+                predictors.append(pred)
+            self._scores[key] = disagreement(label, *predictors)
+            logger.info(f"teacher disagreement of {image_id}: {self._scores[key]['score']:.3f}")
+        return self._scores[key]
+
+    def __call__(self, request: Dict[str, Any], datastore) -> Dict[str, Any]:
+        client = str(request.get("client_id") or "anonymous")
+        candidates = [i for i in datastore.store.unlabelled_ids() if not self.served.busy(i, client)]
+        if not candidates:
+            return {}
+        scored = sorted(((self.score(datastore, i)["score"], i) for i in candidates), key=lambda t: (-t[0], t[1]))
+        best_score, best = scored[0]
+        self.served.mark(best, client)
+        return {"id": best, "score": round(best_score, 4), "strategy": "teacher_disagreement",
+                "per_structure": self.score(datastore, best)["per_structure"]}

@@ -1,0 +1,61 @@
+"""The ``POST /train/muduo`` request body mapped onto :class:`mudo_app.train.config.TrainConfig`.
+
+Accepted keys: ``max_iterations`` (run length), MONAI Label's ``max_epochs`` (one epoch =
+``ITERATIONS_PER_EPOCH`` iterations), ``train_batch_size`` (labelled patches per iteration),
+``pretrained`` (warm start from the served student, default true), ``seed``, ``method``, and the MuDuo
+switches ``filter``, ``teachers``, ``k_points``, ``lr``. Keys MONAI Label itself adds are ignored;
+anything else is refused with the list of accepted keys.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict
+
+from mudo_app.errors import InputError
+from mudo_app.train.config import TrainConfig, config_from_dict
+
+ITERATIONS_PER_EPOCH = 50
+OWN_KEYS = {"max_iterations", "max_epochs", "train_batch_size", "pretrained", "seed", "method", "filter", "teachers",
+            "k_points", "lr"}
+# added by MONAI Label's train endpoint / task runner or sent by the 3D Slicer plugin; not used here
+PLATFORM_KEYS = {"model", "bundle_path", "name", "device", "client_id", "tracking", "tracking_uri",
+                 "tracking_experiment_name", "multi_gpu", "gpus", "val_split", "val_batch_size", "dataset",
+                 "dataloader", "early_stop_patience", "local_rank", "run_id", "enqueue"}
+
+
+def train_config(request: Dict[str, Any], studies: str, model_dir: Path, default_iterations: int, out: Path,
+                 init_from: Path = None, ct_teacher=None, pet_teacher=None) -> TrainConfig:
+    """A checked TrainConfig for one server training run (InputError names a bad key or value)."""
+    unknown = sorted(set(request) - OWN_KEYS - PLATFORM_KEYS)
+    if unknown:
+        raise InputError(f"unknown training parameter(s) {unknown}; accepted: {sorted(OWN_KEYS)}")
+    iterations = default_iterations
+    if request.get("max_epochs") is not None:
+        iterations = _positive_int(request, "max_epochs") * ITERATIONS_PER_EPOCH
+    if request.get("max_iterations") is not None:
+        iterations = _positive_int(request, "max_iterations")
+    pretrained = request.get("pretrained", True)
+    if isinstance(pretrained, str):
+        pretrained = pretrained.lower() in ("1", "true", "yes")
+    values = {"datastore": str(studies), "out": str(out), "iterations": iterations,
+              "checkpoint_every": max(1, min(100, iterations)), "prompt_net_iterations": min(150, 3 * iterations),
+              "init_from": str(init_from) if (pretrained and init_from and Path(init_from).is_file()) else None,
+              "ct_teacher": str(ct_teacher) if ct_teacher else None,
+              "pet_teacher": str(pet_teacher) if pet_teacher else None}
+    if request.get("train_batch_size") is not None:
+        values["batch_labelled"] = _positive_int(request, "train_batch_size")
+    for key in ("seed", "method", "filter", "teachers", "k_points", "lr"):
+        if request.get(key) is not None:
+            values[key] = request[key]
+    return config_from_dict(values)
+
+
+def _positive_int(request: Dict[str, Any], key: str) -> int:
+    try:
+        value = int(request[key])
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"training parameter {key!r} must be an integer, got {request[key]!r}") from exc
+    if value < 1:
+        raise InputError(f"training parameter {key!r} must be at least 1, got {value}")
+    return value

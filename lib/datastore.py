@@ -1,0 +1,92 @@
+"""MONAI Label's local datastore over the PET/CT layout of :mod:`mudo_app.io.datastore`.
+
+MONAI Label lists the CT (``<id>.nii.gz`` at the top level) as the case's image; the PET is found
+from the id (``pet/<id>.nii.gz``). Saving a label validates it (readable, on the image's grid, values
+0..13) before anything is stored, keeps every saved version in ``label_history/`` and publishes it
+atomically. Adding an image takes one 4-D NIfTI holding CT and PET as its two channels.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Dict
+
+import nibabel as nib
+import numpy as np
+from filelock import FileLock
+from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
+
+from lib.errors import http_errors, not_found
+from mudo_app.errors import InputError
+from mudo_app.io.datastore import PetCtDatastore, check_case_id
+from mudo_app.io.volume import Volume, load_volume
+from mudo_app.labels import check_label_values
+
+logger = logging.getLogger(__name__)
+
+
+class MuDuoDatastore(LocalDatastore):
+    def __init__(self, studies: str, auto_reload: bool = False, read_only: bool = False):
+        self.store = PetCtDatastore(studies, create=True)
+        super().__init__(studies, extensions=("*.nii.gz",), auto_reload=auto_reload, read_only=read_only)
+
+    # ---- lookups -----------------------------------------------------------------------------------
+    def has_image(self, image_id: str) -> bool:
+        return image_id in self._datastore.objects and self.store.has_case(image_id)
+
+    def require(self, image_id: str) -> None:
+        if not self.has_image(image_id):
+            raise not_found(f"unknown image id {image_id!r}: not a case of this datastore")
+
+    def pet_uri(self, image_id: str) -> str:
+        self.require(image_id)
+        return str(self.store.pet_path(image_id))
+
+    def status(self) -> Dict[str, Any]:
+        out = super().status()
+        out["modalities"] = {"image": "CT (HU)", "pet": "PET (SUV), pet/<id>.nii.gz, GET /datastore/pet?image=ID"}
+        return out
+
+    # ---- writes ------------------------------------------------------------------------------------
+    def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any]) -> str:
+        self.require(image_id)
+        with http_errors():
+            label = load_volume(label_filename, f"label for {image_id}")
+            if not np.issubdtype(label.array.dtype, np.number):
+                raise InputError(f"label for {image_id}: voxel type {label.array.dtype} is not numeric")
+            check_label_values(label.array, f"label for {image_id}")
+            check_case_id(label_tag)
+            self.store.save_label(image_id, Volume(np.rint(label.array).astype(np.uint8), label.affine), label_tag)
+        with FileLock(self._lock_file):
+            info = dict(label_info or {})
+            info.update(ts=int(time.time()), name=f"{image_id}.nii.gz", history=len(self.store.label_history(image_id)))
+            self._datastore.objects[image_id].labels[label_tag] = DataModel(info=info, ext=".nii.gz")
+            self._update_datastore_file(lock=False)
+        logger.info(f"label {label_tag} saved for {image_id} (history kept in label_history/)")
+        return image_id
+
+    def add_image(self, image_id: str, image_filename: str, image_info: Dict[str, Any]) -> str:
+        with http_errors():
+            case_id = check_case_id(image_id or "")
+            if self.store.has_case(case_id):
+                raise InputError(f"image id {case_id!r} already exists")
+            try:
+                img = nib.load(image_filename)
+                data = np.asanyarray(img.dataobj).astype(np.float32)
+            except Exception as exc:
+                raise InputError(f"upload is not a readable NIfTI volume: {exc}") from exc
+            if data.ndim != 4 or data.shape[3] != 2:
+                raise InputError(f"a PET/CT case is one 4-D NIfTI with CT and PET as its 2 channels (X, Y, Z, 2); "
+                                 f"got shape {tuple(data.shape)}")
+            if not np.isfinite(data).all():
+                raise InputError("upload has NaN or infinite voxels")
+            ct, pet = Volume(data[..., 0], img.affine), Volume(data[..., 1], img.affine)
+            self.store.add_case(case_id, ct, pet, meta={"source": "upload", **(image_info or {})})
+        with FileLock(self._lock_file):
+            info = dict(image_info or {})
+            info.update(ts=int(time.time()), name=f"{case_id}.nii.gz")
+            self._datastore.objects[case_id] = ImageLabelModel(image=DataModel(info=info, ext=".nii.gz"))
+            self._update_datastore_file(lock=False)
+        return case_id
+

@@ -1,0 +1,85 @@
+"""Train task ``muduo``: background MuDuo retraining from the datastore, published atomically.
+
+MONAI Label runs it in a subprocess (``POST /train/muduo``; status in ``GET /train/``; ``DELETE
+/train/`` stops it). Cases with a ``final`` label are the labelled set, all others unlabelled. The
+new student is written to a run folder first and only then copied over the served file by an atomic
+rename, so a failed or stopped run leaves the previous student serving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Dict
+
+from monailabel.interfaces.tasks.train import TrainTask
+
+from lib.configs.muduo_train import train_config
+from lib.configs.server import Resources
+from mudo_app.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+
+class MuDuoTrainTask(TrainTask):
+    def __init__(self, resources: Resources, studies: str):
+        super().__init__("MuDuo: semi-supervised retraining of the student from the labelled and unlabelled cases "
+                         "(frozen CT + PET teachers)")
+        self.resources = resources
+        self.studies = studies
+
+    @property
+    def runs(self) -> Path:
+        return self.resources.config.model_dir / "runs"
+
+    def config(self) -> Dict[str, Any]:
+        return {"max_iterations": self.resources.config.train_iterations, "pretrained": True, "seed": 0,
+                "method": "muduo"}
+
+    def stats(self) -> Dict[str, Any]:
+        path = self.resources.config.model_dir / "train_stats.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def check(self, request: Dict[str, Any]):
+        """Validate a request body before anything starts (used by the server's train route)."""
+        conf = self.resources.config
+        return train_config(request, self.studies, conf.model_dir, conf.train_iterations, self.runs / "check",
+                            conf.published_student, conf.ct_teacher, conf.pet_teacher)
+
+    def __call__(self, request: Dict[str, Any], datastore) -> Dict[str, Any]:
+        from mudo_app.train.trainer import Trainer
+
+        conf = self.resources.config
+        run = self.runs / time.strftime("%Y%m%d-%H%M%S")
+        started = time.time()
+        try:
+            config = train_config(request, self.studies, conf.model_dir, conf.train_iterations, run,
+                                  conf.published_student, conf.ct_teacher, conf.pet_teacher)
+            print(f"MuDuo training: {config.iterations} iterations, method {config.method}, run folder {run}", flush=True)
+            student = Trainer(config, progress=True).run()
+        except InputError as exc:
+            print(f"MuDuo training refused: {exc}", flush=True)
+            raise
+        except Exception as exc:
+            print(f"MuDuo training failed: {type(exc).__name__}: {exc}", flush=True)
+            raise
+        self.publish(student)
+        stats = {"last_run": str(run), "iterations": config.iterations, "method": config.method,
+                 "seconds": round(time.time() - started, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                 "warm_start": config.init_from is not None}
+        tmp = conf.model_dir / ".tmp-train_stats.json"
+        tmp.write_text(json.dumps(stats, indent=2))
+        os.replace(tmp, conf.model_dir / "train_stats.json")
+        print(f"MuDuo training done: published {conf.published_student}", flush=True)
+        return stats
+
+    def publish(self, student: Path) -> None:
+        """Copy ``student`` next to the served file, then rename it over the served file (atomic)."""
+        target = self.resources.config.published_student
+        tmp = target.with_name(f".tmp-{target.name}")
+        shutil.copyfile(student, tmp)
+        os.replace(tmp, target)

@@ -1,0 +1,200 @@
+"""The paper's 5-label ablation table on the synthetic benchmark (``muduo benchmark``).
+
+Every method trains in the same harness (:class:`mudo_app.train.trainer.Trainer`) on the same
+synthetic datastore (5 labelled cases, the rest unlabelled) with the same iteration budget and seed,
+and is scored on held-out test cases generated from another seed. The model is each run's last
+iteration: no selection, test labels are only read for scoring. The PET is synthetic.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+from mudo_app.bench.machine import describe
+from mudo_app.evaluation.report import evaluate_labels, summarise
+from mudo_app.models.checkpoint import load_student
+from mudo_app.predict import predict_arrays
+from mudo_app.synth import PhantomSettings
+from mudo_app.synth.writers import generate_cases, write_dataset
+from mudo_app.train.config import config_from_dict
+from mudo_app.train.trainer import Trainer
+
+# method name -> config fields that differ from MuDuo's defaults (the paper's ablation rows)
+METHODS: Dict[str, dict] = {
+    "supervised": {"method": "supervised"},
+    "mean_teacher": {"method": "mean_teacher"},
+    "ct_teacher_only": {"teachers": "ct"},
+    "pet_teacher_only": {"teachers": "pet"},
+    "muduo": {},
+    "muduo_no_filter": {"filter": "none"},
+    "muduo_fixed_threshold": {"filter": "threshold", "iou_threshold": 0.5},
+    "muduo_k1": {"k_points": 1},
+    "fully_supervised": {"method": "fully_supervised"},
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    methods: Tuple[str, ...]
+    seeds: Tuple[int, ...]
+    iterations: int
+    unlabelled: int
+    test_cases: int
+    labelled: int = 5
+    prompt_net_iterations: int = 150
+
+
+PRESETS = {
+    # <= 10 minutes on 2 CPU cores: two rows, one seed
+    "quick": Preset("quick", ("supervised", "muduo"), (0,), iterations=600, unlabelled=5, test_cases=3),
+    "full": Preset("full", tuple(METHODS), (0, 1, 2), iterations=600, unlabelled=20, test_cases=6,
+                   prompt_net_iterations=300),
+}
+TEST_SEED_OFFSET = 1000  # test cases come from another generator seed than the training pool
+
+
+def _score(model, prep, cases) -> dict:
+    rows = []
+    for case in cases:
+        pred = predict_arrays(model, prep, case.ct.array, case.pet.array, roi=(64, 64, 64))
+        rows.append(evaluate_labels(case.case_id, case.label.array.astype(np.int64), pred.astype(np.int64),
+                                    case.ct.spacing))
+    mean = summarise(rows)
+    per = mean["per_class"]
+    hd = [m["hd95_mm"] for m in per.values() if np.isfinite(m["hd95_mm"])]
+    return {"dice": float(np.mean([m["dice"] for m in per.values()])),
+            "hd95_mm": float(np.mean(hd)) if hd else float("nan"),
+            "missed": int(sum(m["missed"] for m in per.values())),
+            "per_class_dice": {n: m["dice"] for n, m in per.items()}}
+
+
+def run_benchmark(preset: Preset, out: Path, threads: int = 2, progress: bool = True) -> dict:
+    """Train and score every (method, seed) of ``preset`` under ``out``; returns benchmark.json's content."""
+    import torch
+
+    torch.set_num_threads(threads)
+    out = Path(out)
+    started = time.perf_counter()
+    data = out / "data"
+    if not data.is_dir():
+        write_dataset(data, preset.labelled + preset.unlabelled, seed=0, labelled=preset.labelled, progress=progress)
+    test = generate_cases(TEST_SEED_OFFSET, 0, preset.test_cases, PhantomSettings())
+    methods: Dict[str, dict] = {}
+    for name in preset.methods:
+        per_seed: List[dict] = []
+        for seed in preset.seeds:
+            run = out / "runs" / name / f"seed{seed}"
+            cfg = config_from_dict({"datastore": str(data), "out": str(run), "seed": seed, "threads": threads,
+                                    "iterations": preset.iterations, "checkpoint_every": preset.iterations,
+                                    "prompt_net_iterations": preset.prompt_net_iterations, **METHODS[name]})
+            t0 = time.perf_counter()
+            trainer = Trainer(cfg, progress=progress)
+            path = run / "student.pt"
+            if not path.is_file():  # a finished run is reused when the benchmark is re-run
+                trainer.run(resume=(run / "state.pt").is_file())
+            seconds = time.perf_counter() - t0
+            model, prep, meta = load_student(path)
+            score = _score(model, prep, test)
+            calls = _teacher_calls(run)
+            per_seed.append({"seed": seed, **score, "train_seconds": round(seconds, 1),
+                             "seconds_per_iteration": round(seconds / preset.iterations, 3), **calls})
+        dice = [r["dice"] for r in per_seed]
+        hd = [r["hd95_mm"] for r in per_seed if np.isfinite(r["hd95_mm"])]
+        methods[name] = {"dice_mean": float(np.mean(dice)), "dice_std": float(np.std(dice)),
+                         "hd95_mean": float(np.mean(hd)) if hd else float("nan"), "per_seed": per_seed}
+    result = {"preset": asdict(preset), "machine": describe(), "teacher_cost": teacher_cost_report(methods, preset), "minutes": round((time.perf_counter() - started) / 60, 1),
+              "data": {"training_cases": preset.labelled + preset.unlabelled, "labelled": preset.labelled,
+                       "test_cases": preset.test_cases, "test_seed": TEST_SEED_OFFSET, "pet": "synthetic"},
+              "metrics": "Dice: mean over the 13 classes of the mean over test cases (missed = 0); HD95 in mm, "
+                         "structures found only (misses counted apart); std over seeds",
+              "methods": methods}
+    write_outputs(result, out)
+    return result
+
+
+def teacher_cost_report(methods: Dict[str, dict], preset: Preset) -> dict:
+    """Teacher GFLOPs per iteration: the stand-ins as run here, and official ``vit_b_ori`` teachers
+    under the same prompt counts; encoder passes measured in the ``muduo`` runs (cache), or implied."""
+    from mudo_app.bench.teacher_cost import per_iteration, teacher_flops
+
+    runs = methods.get("muduo", {}).get("per_seed", [])
+    measured = float(np.mean([r.get("ct_encoder_calls", 0) for r in runs])) / preset.iterations if runs else None
+    b, n_cls = 2, 13
+    positions = None
+    if runs:
+        from mudo_app.distill.teacher_bank import patch_starts
+
+        positions = len(patch_starts(PhantomSettings().shape, (64, 64, 64))) * preset.unlabelled
+    policies = {"published (encoder per class per patch)": b * n_cls, "no cache (encoder once per patch)": b}
+    if measured is not None:
+        policies["cache, this run (measured)"] = measured
+        policies["cache, 30,000 iterations (every position encoded once)"] = min(positions / 30000, b)
+    out = {"reference_tflops": 14.7, "note": "both teachers; decoders: one mask prompt (CT) and one 3-point prompt "
+                                            "(PET) per class per unlabelled patch, 2 patches, 13 classes"}
+    for arch in ("standin_small", "vit_b_ori"):
+        flops = teacher_flops(arch)
+        out[arch] = {"gflops_per_pass": {k: round(v / 1e9, 3) for k, v in flops.items()},
+                     "per_iteration": per_iteration(flops, b, n_cls, policies)}
+    return out
+
+
+def _teacher_calls(run: Path) -> dict:
+    lines = (run / "log.jsonl").read_text().splitlines() if (run / "log.jsonl").is_file() else []
+    if not lines:
+        return {}
+    last = json.loads(lines[-1])
+    return {k: last[k] for k in last if k.endswith("_calls")}
+
+
+def markdown(result: dict) -> str:
+    p = result["preset"]
+    lines = [f"# MuDuo benchmark ({p['name']} preset)", "",
+             f"Synthetic PET/CT (synthetic PET), {p['labelled']} labelled + {p['unlabelled']} unlabelled training cases, "
+             f"{p['test_cases']} held-out test cases, {p['iterations']} iterations per run, seeds {list(p['seeds'])}. "
+             f"Machine: {result['machine']}. Wall time: {result['minutes']} min.", "",
+             "| method | Dice % (mean ± std over seeds) | HD95 mm (found only) | missed structures | s / iteration |",
+             "|---|---|---|---|---|"]
+    for name, m in result["methods"].items():
+        missed = np.mean([r["missed"] for r in m["per_seed"]])
+        spi = np.mean([r["seconds_per_iteration"] for r in m["per_seed"]])
+        lines.append(f"| {name} | {100 * m['dice_mean']:.1f} ± {100 * m['dice_std']:.1f} | {m['hd95_mean']:.1f} | "
+                     f"{missed:.1f} | {spi:.2f} |")
+    lines += ["", result["metrics"] + "."]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(result: dict, out: Path) -> None:
+    from mudo_app.evaluation.plots import _pyplot
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "benchmark.json").write_text(json.dumps(result, indent=2))
+    (out / "benchmark.md").write_text(markdown(result))
+    plt = _pyplot()
+    names = list(result["methods"])
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(names) + 1), 4))
+    means = [100 * result["methods"][n]["dice_mean"] for n in names]
+    stds = [100 * result["methods"][n]["dice_std"] for n in names]
+    ax.bar(range(len(names)), means, yerr=stds, capsize=4, color="#4c72b0")
+    ax.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=8)
+    ax.set_ylabel("mean Dice over 13 classes (%)")
+    ax.set_title(f"MuDuo benchmark, {result['preset']['name']} preset (synthetic PET/CT)")
+    fig.tight_layout()
+    fig.savefig(out / "benchmark_dice.png", dpi=100)
+    plt.close(fig)
+
+
+def preset_by_name(name: str, methods: Sequence[str] = ()) -> Preset:
+    preset = PRESETS[name]
+    if methods:
+        unknown = sorted(set(methods) - set(METHODS))
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+        preset = Preset(**{**asdict(preset), "methods": tuple(methods)})
+    return preset

@@ -1,0 +1,40 @@
+"""How much the two teachers, and the student and the teachers, disagree on a case (active learning).
+
+For each structure the student finds, both teachers get one click at the structure's deepest voxel
+(the voxel farthest from its border); the case's score is the mean over structures of
+``(1 - Dice(CT teacher, PET teacher) + 1 - mean Dice(student, each teacher)) / 2``, in [0, 1].
+A case where the student finds nothing scores 1 (nothing to agree on: look at it first).
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import numpy as np
+
+from mudo_app.labels import ID_TO_NAME
+from mudo_app.models.sam3d import Sam3DPredictor
+from mudo_app.train.clicks import first_click
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+
+
+def disagreement(student_label: np.ndarray, ct_teacher: Sam3DPredictor, pet_teacher: Sam3DPredictor,
+                 min_voxels: int = 8) -> Dict[str, object]:
+    """``student_label`` (X, Y, Z) on the grid both predictors' images were set on (``set_image``)."""
+    per: Dict[str, float] = {}
+    for cls in (int(c) for c in np.unique(student_label) if c != 0):
+        mask = student_label == cls
+        if mask.sum() < min_voxels:
+            continue
+        click = [first_click(mask).tolist()]
+        ct = ct_teacher.predict(points=click, labels=[1]).mask
+        pet = pet_teacher.predict(points=click, labels=[1]).mask
+        teachers = 1.0 - _dice(ct, pet)
+        student = 1.0 - 0.5 * (_dice(mask, ct) + _dice(mask, pet))
+        per[ID_TO_NAME[cls]] = 0.5 * (teachers + student)
+    score = float(np.mean(list(per.values()))) if per else 1.0
+    return {"score": score, "per_structure": per}
