@@ -2,7 +2,7 @@
 #   make serve   set up, prepare the demo, start the server (127.0.0.1:8000)
 #   make test    set up, run the test suite (CPU)
 #   make setup   set up only (.venv with pinned dependencies; idempotent, seconds when done)
-#   make demo    set up + prepare the demo datastore under sample-datasets/demo/
+#   make demo    set up + prepare the demo under sample-datasets/demo/ (synthetic cases, MuDuo student)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -11,6 +11,9 @@ PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.muduo-setup
 DEMO := sample-datasets/demo
 DEMO_STAMP := $(DEMO)/.prepared
+DEMO_STUDENT := $(DEMO)/student/.done
+HOST ?= 127.0.0.1
+PORT ?= 8000
 PYTEST_ARGS ?=
 
 .PHONY: setup test demo serve clean-demo
@@ -37,11 +40,21 @@ $(DEMO_STAMP): $(STAMP)
 	$(VENV)/bin/muduo sample-data --out $(DEMO)/datastore --cases 12 --labelled 5 --seed 2026
 	@touch $(DEMO_STAMP)
 
-demo: setup $(DEMO_STAMP)
-	@echo "demo datastore ready: $(DEMO)/datastore"
+# The initial student: MuDuo on the 5 labelled demo cases (+ 7 unlabelled), stand-in teachers; ~3 min on 2 cores.
+# An interrupted run (state.pt newer than the datastore) is resumed; otherwise training starts afresh.
+$(DEMO_STUDENT): $(DEMO_STAMP) sample-datasets/configs/demo_student.json
+	@if [ -f $(DEMO)/student/state.pt ] && [ ! $(DEMO)/student/state.pt -ot $(DEMO_STAMP) ]; then \
+		resume=--resume; else rm -rf $(DEMO)/student; resume=; fi; \
+	$(VENV)/bin/muduo train --config sample-datasets/configs/demo_student.json $$resume
+	@touch $@
 
+demo: setup $(DEMO_STAMP) $(DEMO_STUDENT)
+	@echo "demo ready: $(DEMO)/datastore (synthetic PET/CT), student $(DEMO)/student/student.pt"
+
+# PYTHONPATH must be set (even empty) for MONAI Label's background training (MONAILABEL_NOTES.md).
 serve: demo
-	@echo "The MONAI Label server app (apps/muduo) is not built yet: 'make serve' stops after preparing the demo."
+	PYTHONPATH= MONAI_LABEL_TRACKING_ENABLED=false $(PY) -m monailabel.main start_server --app apps/muduo \
+		--studies $(DEMO)/datastore --host $(HOST) --port $(PORT)
 
 clean-demo:
 	rm -rf $(DEMO)

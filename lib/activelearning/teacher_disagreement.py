@@ -12,6 +12,7 @@ from lib.activelearning.served import RecentlyServed
 from lib.configs.server import Resources
 from mudo_app.distill.disagreement import disagreement
 from mudo_app.models.sam3d import Sam3DPredictor
+from mudo_app.models.checkpoint import training_patch
 from mudo_app.predict import predict_volume
 
 logger = logging.getLogger(__name__)
@@ -29,8 +30,8 @@ class TeacherDisagreement(Strategy):
         key = (image_id, self.resources.student_mtime() or 0)
         if key not in self._scores:
             case = datastore.store.load_case(image_id)
-            model, prep, _ = self.resources.student()
-            label = predict_volume(model, prep, case.ct, case.pet, roi=(128, 128, 128),
+            model, prep, meta = self.resources.student()
+            label = predict_volume(model, prep, case.ct, case.pet, roi=training_patch(meta),
                                    precision=self.resources.config.precision).array
             predictors = []
             for modality, volume in (("CT", case.ct), ("PET", case.pet)):

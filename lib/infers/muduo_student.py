@@ -12,6 +12,7 @@ from lib.configs.server import Resources
 from lib.infers.common import check_params, write_result
 from mudo_app.io.volume import load_volume
 from mudo_app.labels import label_names
+from mudo_app.models.checkpoint import training_patch
 from mudo_app.predict import predict_volume
 
 
@@ -38,7 +39,8 @@ class MuDuoStudentInfer(InferTask):
         ct = load_volume(request["image"], "CT", dtype=np.float32)
         pet = load_volume(request["pet"], "PET", dtype=np.float32)
         loaded = time.perf_counter()
-        label = predict_volume(model, prep, ct, pet, roi=(128, 128, 128), precision=self.resources.config.precision)
+        label = predict_volume(model, prep, ct, pet, roi=training_patch(meta),
+                               precision=self.resources.config.precision)
         done = time.perf_counter()
         params = {"label_names": label_names(), "latency": {"load": round(loaded - started, 3),
                                                              "infer": round(done - loaded, 3)},

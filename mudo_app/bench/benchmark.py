@@ -53,7 +53,7 @@ class Preset:
 
 PRESETS = {
     # <= 10 minutes on 2 CPU cores: two rows, one seed
-    "quick": Preset("quick", ("supervised", "muduo"), (0,), iterations=600, unlabelled=5, test_cases=3),
+    "quick": Preset("quick", ("supervised", "muduo"), (0,), iterations=500, unlabelled=5, test_cases=3),
     "full": Preset("full", tuple(METHODS), (0, 1, 2), iterations=600, unlabelled=20, test_cases=6,
                    prompt_net_iterations=300),
 }

@@ -16,7 +16,8 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, type=Path, help="output label file (.nii.gz)")
     p.add_argument("--model", type=Path, default=None,
                    help="student checkpoint (default: the demo student made by `make demo`)")
-    p.add_argument("--roi", type=int, nargs=3, default=(128, 128, 128), help="sliding-window size in voxels")
+    p.add_argument("--roi", type=int, nargs=3, default=None,
+                   help="sliding-window size in voxels (default: the patch size the student was trained on)")
     p.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap fraction")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="auto: bf16 on CPUs with native bf16 (AVX512-BF16/AMX), else fp32")
@@ -28,12 +29,12 @@ def run(args: argparse.Namespace) -> int:
 
     from mudo_app.io.volume import load_volume, save_volume
     from mudo_app.models.checkpoint import load_student
-    from mudo_app.models.checkpoint import DEMO_STUDENT
+    from mudo_app.models.checkpoint import DEMO_STUDENT, training_patch
     from mudo_app.predict import predict_volume
 
     if not str(args.out).endswith((".nii.gz", ".nii")):
         raise InputError(f"--out must end in .nii.gz or .nii, got {args.out}")
-    if min(args.roi) < 16 or any(r % 16 for r in args.roi):
+    if args.roi is not None and (min(args.roi) < 16 or any(r % 16 for r in args.roi)):
         raise InputError(f"--roi sides must be multiples of 16, got {args.roi}")
     if not 0 <= args.overlap < 1:
         raise InputError(f"--overlap must be in [0, 1), got {args.overlap}")
@@ -41,10 +42,11 @@ def run(args: argparse.Namespace) -> int:
     if not model_path.is_file():
         hint = " (run `make demo` to make the demo student, or give --model)" if args.model is None else ""
         raise InputError(f"student checkpoint not found: {model_path}{hint}")
-    model, prep, _ = load_student(model_path)
+    model, prep, meta = load_student(model_path)
+    roi = tuple(args.roi) if args.roi else training_patch(meta)
     ct = load_volume(args.ct, "CT", dtype=np.float32)
     pet = load_volume(args.pet, "PET", dtype=np.float32)
-    label = predict_volume(model, prep, ct, pet, roi=tuple(args.roi), overlap=args.overlap, precision=args.precision)
+    label = predict_volume(model, prep, ct, pet, roi=roi, overlap=args.overlap, precision=args.precision)
     save_volume(label, args.out, dtype=np.uint8)
     print(f"wrote {args.out} {label.shape}")
     return 0

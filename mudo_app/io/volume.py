@@ -181,8 +181,11 @@ def resample_to_grid(
     mapping = np.linalg.inv(volume.affine) @ affine
     src = volume.array
     work = src.astype(np.float32) if order > 0 else src
+    matrix = mapping[:3, :3]
+    if np.allclose(matrix, np.diag(np.diag(matrix)), atol=1e-9):
+        matrix = np.diag(matrix)  # axis-aligned grids: scipy's much faster per-axis path, same values
     out = ndimage.affine_transform(
-        work, mapping[:3, :3], offset=mapping[:3, 3], output_shape=tuple(shape), order=order,
+        work, matrix, offset=mapping[:3, 3], output_shape=tuple(shape), order=order,
         mode="constant", cval=fill, prefilter=False,
     )
     if order == 0:

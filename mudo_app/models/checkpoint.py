@@ -26,7 +26,7 @@ from mudo_app.transforms.intensity import StudentInput
 
 FORMAT = "muduo-student/1"
 # the student `make demo` trains with MuDuo on the demo datastore's 5 labelled cases
-DEMO_STUDENT = Path(__file__).resolve().parents[2] / "sample-datasets" / "demo" / "student.pt"
+DEMO_STUDENT = Path(__file__).resolve().parents[2] / "sample-datasets" / "demo" / "student" / "student.pt"
 
 
 def save_student(path: Union[str, os.PathLike], model: torch.nn.Module, name: str, kwargs: Optional[dict] = None,
@@ -64,3 +64,10 @@ def load_student(path: Union[str, os.PathLike], device: str = "cpu") -> Tuple[to
     prep = StudentInput(ct_window=tuple(ckpt["preprocessing"]["ct_window"]))
     meta = {k: ckpt[k] for k in ("architecture", "labels", "preprocessing", "provenance")}
     return model.to(device).eval(), prep, meta
+
+
+def training_patch(meta: dict, default=(64, 64, 64)) -> Tuple[int, int, int]:
+    """The patch size the student was trained on (its provenance), which is also the sliding-window
+    size to infer with: instance-normalised networks see other statistics in larger windows."""
+    patch = meta.get("provenance", {}).get("config", {}).get("patch")
+    return tuple(int(p) for p in patch) if patch else tuple(default)

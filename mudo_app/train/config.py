@@ -22,6 +22,7 @@ from mudo_app.models.student import STUDENTS
 METHODS = ("supervised", "mean_teacher", "muduo", "fully_supervised")
 CLASS_SETS = {"all": tuple(range(1, NUM_CLASSES)), "organs": tuple(range(1, LESION)), "lesion": (LESION,)}
 OPTIMISERS = ("adamw", "sgd")
+AUGMENTATIONS = ("none", "flip_rot")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class TrainConfig:
     other classes count as background and only these classes get a consistency term.
     ``filter`` / ``keep_fraction`` / ``iou_threshold`` / ``teachers`` / ``k_points``: the MuDuo
     ablations (see :class:`mudo_app.distill.consensus.ConsensusSettings`).
+    ``augment``: ``none`` (default) or ``flip_rot`` (the reference: random flips and axial 90-degree
+    turns; they swap left and right, which this label map distinguishes: kidneys, lung lobes).
     ``optimiser``: ``adamw`` (default; converges within CPU budgets) or ``sgd`` (the reference:
     lr 0.01, momentum 0.9); either with weight decay 1e-4 and poly decay (power 0.9).
     """
@@ -48,6 +51,7 @@ class TrainConfig:
     batch_unlabelled: int = 2
     patch: Tuple[int, int, int] = (64, 64, 64)
     foreground_prob: float = 0.5
+    augment: str = "none"
     optimiser: str = "adamw"
     lr: float = 2e-3
     momentum: float = 0.9
@@ -78,6 +82,8 @@ class TrainConfig:
             bad("student", f"must be one of {sorted(STUDENTS)}, got {self.student!r}")
         if self.classes not in CLASS_SETS:
             bad("classes", f"must be one of {sorted(CLASS_SETS)}, got {self.classes!r}")
+        if self.augment not in AUGMENTATIONS:
+            bad("augment", f"must be one of {AUGMENTATIONS}, got {self.augment!r}")
         if self.optimiser not in OPTIMISERS:
             bad("optimiser", f"must be one of {OPTIMISERS}, got {self.optimiser!r}")
         if self.filter not in FILTERS:

@@ -132,6 +132,11 @@ class Trainer:
         self.iteration = int(state["iteration"])
 
     # ---- one iteration ---------------------------------------------------------------------------
+    def _augmentation(self) -> FlipRot:
+        c = self.config
+        aug = FlipRot.draw(self.rng, c.patch[0] == c.patch[1])  # drawn either way: one random stream
+        return aug if c.augment == "flip_rot" else FlipRot()
+
     def _draw(self, data: TrainingSet):
         """The global batch's random draws, identical on every rank."""
         c = self.config
@@ -139,13 +144,13 @@ class Trainer:
         for _ in range(c.batch_labelled):
             case = data.labelled[int(self.rng.integers(len(data.labelled)))]
             x, y = random_patch(case.image, case.label, c.patch, self.rng, c.foreground_prob, case.voxels)
-            lab.append((x, y, FlipRot.draw(self.rng, c.patch[0] == c.patch[1])))
+            lab.append((x, y, self._augmentation()))
         unl = []
         if c.method in ("muduo", "mean_teacher"):
             for _ in range(c.batch_unlabelled):
                 ci = int(self.rng.integers(len(data.unlabelled)))
                 pos = int(self.rng.integers(len(data.unlabelled[ci].starts)))
-                unl.append((ci, pos, FlipRot.draw(self.rng, c.patch[0] == c.patch[1]), int(self.rng.integers(2 ** 31))))
+                unl.append((ci, pos, self._augmentation(), int(self.rng.integers(2 ** 31))))
         alphas = self.rng.uniform(0.0, 1.0, size=(len(c.class_ids), max(len(unl), 1)))
         return lab, unl, alphas
 

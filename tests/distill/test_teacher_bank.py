@@ -9,7 +9,7 @@ from mudo_app.models.sam3d.contract import STANDIN_CT, CropGrid
 
 
 @pytest.mark.parametrize("shape,patch,expected", [
-    ((120, 80, 200), (64, 64, 64), ([0, 28, 56], [0, 16], [0, 34, 68, 102, 136])),
+    ((120, 80, 200), (64, 64, 64), ([0, 28, 56], [0, 16], [0, 27, 54, 82, 109, 136])),  # 136 / 32 -> 6 starts
     ((64, 40, 64), (64, 64, 64), ([0], [0], [0])),
 ])
 def test_patch_starts_cover_the_volume_with_half_patch_stride(shape, patch, expected):
@@ -26,6 +26,9 @@ def test_box_aligned_frame_is_average_pooling_and_upsampling():
     np.testing.assert_allclose(frame.to_low(x).numpy(), F.avg_pool3d(x[:, None], 2).numpy(), atol=1e-5)
     logits = torch.randn(2, 1, 32, 32, 32)
     up = torch.sigmoid(F.interpolate(logits, size=(64, 64, 64), mode="trilinear", align_corners=False))[:, 0]
+    np.testing.assert_allclose(frame.from_low(logits).numpy(), up.numpy(), atol=1e-5)
+    frame.aligned = False  # the general grid_sample path gives the same values
+    np.testing.assert_allclose(frame.to_low(x).numpy(), F.avg_pool3d(x[:, None], 2).numpy(), atol=1e-5)
     np.testing.assert_allclose(frame.from_low(logits).numpy(), up.numpy(), atol=1e-5)
     # patch voxel p sits at crop voxel 2 p + 0.5 (hand-computed: (p - 31.5) * 4 / 2 + 63.5)
     np.testing.assert_allclose(frame.point_to_crop(np.array([[0, 31, 63]])), [[0.5, 62.5, 126.5]])

@@ -1,0 +1,144 @@
+"""A real MONAI Label server process on 127.0.0.1, driven by monailabel.client.MONAILabelClient with
+the 3D Slicer plugin's call sequence (info -> next sample -> download -> infer -> submit label ->
+train -> poll -> infer with the new model -> click refinement through each teacher)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mudo_app.io.volume import load_volume, save_volume
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def server(studies, tmp_path):
+    store, student = studies
+    port = _free_port()
+    cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(REPO / "apps" / "muduo"),
+           "--studies", str(store), "--host", "127.0.0.1", "--port", str(port),
+           "--conf", "student", str(student), "--conf", "model_dir", str(tmp_path / "model"),
+           "--conf", "train_iterations", "2"]
+    env = {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", ""), "MONAI_LABEL_TRACKING_ENABLED": "false",
+           "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "false", "OMP_NUM_THREADS": "2"}
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(tmp_path))
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/info/", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+        if proc.poll() is not None:
+            break
+    else:
+        proc.kill()
+        pytest.fail("server did not start:\n" + (tmp_path / "server.log").read_text()[-3000:])
+    if proc.poll() is not None:
+        pytest.fail("server exited:\n" + (tmp_path / "server.log").read_text()[-3000:])
+    yield url, store
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def _model_checksum(url: str) -> str:
+    with urllib.request.urlopen(f"{url}/model/info/muduo_student", timeout=10) as r:
+        return json.loads(r.read())["checksum"]
+
+
+def test_slicer_call_sequence_against_a_real_server(server, tmp_path):
+    from monailabel.client import MONAILabelClient
+
+    url, store = server
+    client = MONAILabelClient(url, tmpdir=str(tmp_path), client_id="slicer-test")
+    info = client.info()
+    assert info["labels"]["lesion"] == 13 and info["teachers"]["seganypet_pet"]["stand_in"] is True
+
+    sample = client.next_sample("teacher_disagreement", {})
+    image_id = sample["id"]
+    assert image_id in {"syn002", "syn003"}  # the unlabelled cases
+
+    with urllib.request.urlopen(f"{url}/datastore/image?image={image_id}", timeout=30) as r:
+        (tmp_path / "image.nii.gz").write_bytes(r.read())
+    image = load_volume(tmp_path / "image.nii.gz")
+
+    out, params = client.infer("muduo_student", image_id, {"result_extension": ".nrrd", "result_dtype": "uint8"})
+    label = load_volume(out)
+    assert out.endswith(".nrrd") and label.shape == image.shape and label.array.dtype == np.uint8
+    np.testing.assert_allclose(label.affine, image.affine, atol=1e-4)
+    assert set(np.unique(label.array)) <= set(range(14)) and params["label_names"]["liver"] == 1
+    first_iterations = params["student"]["iterations"]
+
+    truth = load_volume(store / "ground_truth" / f"{image_id}.nii.gz")  # the "clinician's correction"
+    save_volume(truth, tmp_path / "corrected.nrrd", dtype=np.uint8)
+    client.save_label(image_id, str(tmp_path / "corrected.nrrd"), tag="final",
+                      params={"label_info": [{"name": "liver", "idx": 1}]})
+    saved = load_volume(store / "labels" / "final" / f"{image_id}.nii.gz")
+    assert np.array_equal(saved.array, truth.array)
+
+    before = _model_checksum(url)
+    client.train_start("muduo", {"max_iterations": 2})
+    deadline = time.time() + 240
+    status = client.train_status()
+    while status.get("status") not in ("DONE", "ERROR", "STOPPED") and time.time() < deadline:
+        time.sleep(1)
+        status = client.train_status()
+    assert status["status"] == "DONE", status
+    assert _model_checksum(url) != before
+
+    _, params = client.infer("muduo_student", image_id, {"result_extension": ".nii.gz", "result_dtype": "uint8"})
+    assert params["student"]["iterations"] == 2 and params["student"]["method"] == "muduo"
+    assert first_iterations == 3
+
+    organ = np.argwhere(truth.array == 1)
+    click = organ[len(organ) // 2].tolist()
+    for model in ("sam_med3d_ct", "seganypet_pet"):
+        out, params = client.infer(model, image_id, {"foreground": [click], "background": [], "label": "liver",
+                                                     "result_extension": ".nrrd", "result_dtype": "uint8"})
+        mask = load_volume(out)
+        assert mask.shape == image.shape and set(np.unique(mask.array)) <= {0, 1}
+        assert mask.array.sum() > 0 and params["label_names"] == {"liver": 1}
+        _, again = client.infer(model, image_id, {"foreground": [click], "background": []})
+        assert again["embedding_reused"] is True
+
+
+def test_failed_training_reports_its_reason_and_the_previous_student_keeps_serving(server, tmp_path):
+    from monailabel.client import MONAILabelClient
+
+    url, store = server
+    client = MONAILabelClient(url, tmpdir=str(tmp_path), client_id="slicer-test")
+    for path in (store / "labels" / "final").glob("*.nii.gz"):
+        path.unlink()  # no labelled case left: the run must fail with that reason
+    before = _model_checksum(url)
+    client.train_start("muduo", {"max_iterations": 2})
+    deadline = time.time() + 120
+    status = client.train_status()
+    while status.get("status") not in ("DONE", "ERROR", "STOPPED") and time.time() < deadline:
+        time.sleep(1)
+        status = client.train_status()
+    assert status["status"] == "ERROR"
+    assert any("no labelled case" in line for line in status["details"]), status["details"]
+    assert _model_checksum(url) == before
+    out, params = client.infer("muduo_student", "syn000", {"result_extension": ".nii.gz"})
+    assert load_volume(out).shape == load_volume(store / "syn000.nii.gz").shape
