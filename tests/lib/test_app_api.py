@@ -167,3 +167,22 @@ def test_pet_download_and_sync_training_publishes_a_new_student(client, tmp_path
     after = c.get("/model/info/muduo_student").json()
     assert after["checksum"] != before and after["train_stats"]["iterations"] == 2
     assert c.post("/infer/muduo_student?image=syn000&output=json", data={"params": "{}"}).status_code == 200
+
+
+def test_image_upload_takes_a_two_channel_case_and_refuses_one_modality(client, tmp_path):
+    c, store, _ = client
+    ct = nib.load(store / "syn000.nii.gz")
+    pet = nib.load(store / "pet" / "syn000.nii.gz")
+    both = np.stack([ct.get_fdata(), pet.get_fdata()], -1).astype(np.float32)
+    nib.save(nib.Nifti1Image(both, ct.affine), tmp_path / "case.nii.gz")
+    nib.save(nib.Nifti1Image(both[..., 0], ct.affine), tmp_path / "ct_only.nii.gz")
+    with open(tmp_path / "ct_only.nii.gz", "rb") as fh:
+        r = c.put("/datastore/image?image=upload1", files={"file": ("ct_only.nii.gz", fh)}, data={"params": "{}"})
+    assert r.status_code == 422 and "2 channels" in r.json()["detail"]
+    assert not (store / "upload1.nii.gz").exists() and not (store / "pet" / "upload1.nii.gz").exists()
+    with open(tmp_path / "case.nii.gz", "rb") as fh:
+        r = c.put("/datastore/image?image=upload1", files={"file": ("case.nii.gz", fh)}, data={"params": "{}"})
+    assert r.status_code == 200, r.text
+    assert np.allclose(nib.load(store / "pet" / "upload1.nii.gz").get_fdata(), pet.get_fdata(), atol=1e-4)
+    r = c.post("/infer/muduo_student?image=upload1&output=json", data={"params": "{}"})
+    assert r.status_code == 200, r.text

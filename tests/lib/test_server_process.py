@@ -123,14 +123,23 @@ def test_slicer_call_sequence_against_a_real_server(server, tmp_path):
         assert again["embedding_reused"] is True
 
 
-def test_failed_training_reports_its_reason_and_the_previous_student_keeps_serving(server, tmp_path):
+def test_stopped_or_failed_training_keeps_the_previous_student_serving(server, tmp_path):
     from monailabel.client import MONAILabelClient
 
     url, store = server
     client = MONAILabelClient(url, tmpdir=str(tmp_path), client_id="slicer-test")
+    before = _model_checksum(url)
+    client.train_start("muduo", {"max_iterations": 5000})  # stopped by DELETE /train/
+    status = client.train_status()
+    for _ in range(60):
+        if status.get("status") == "RUNNING":
+            break
+        time.sleep(0.5)
+        status = client.train_status()
+    assert client.train_stop()["status"] == "STOPPED"
+    assert client.train_status()["status"] == "STOPPED" and _model_checksum(url) == before
     for path in (store / "labels" / "final").glob("*.nii.gz"):
         path.unlink()  # no labelled case left: the run must fail with that reason
-    before = _model_checksum(url)
     client.train_start("muduo", {"max_iterations": 2})
     deadline = time.time() + 120
     status = client.train_status()
