@@ -54,8 +54,9 @@ class Preset:
 PRESETS = {
     # <= 10 minutes on 2 CPU cores: two rows, one seed
     "quick": Preset("quick", ("supervised", "muduo"), (0,), iterations=500, unlabelled=5, test_cases=3),
-    "full": Preset("full", tuple(METHODS), (0, 1, 2), iterations=600, unlabelled=20, test_cases=6,
-                   prompt_net_iterations=300),
+    # every row, three seeds: about 1.5-2 hours on 2 CPU cores
+    "full": Preset("full", tuple(METHODS), (0, 1, 2), iterations=400, unlabelled=8, test_cases=4,
+                   prompt_net_iterations=200),
 }
 TEST_SEED_OFFSET = 1000  # test cases come from another generator seed than the training pool
 
@@ -109,14 +110,22 @@ def run_benchmark(preset: Preset, out: Path, threads: int = 2, progress: bool = 
         hd = [r["hd95_mm"] for r in per_seed if np.isfinite(r["hd95_mm"])]
         methods[name] = {"dice_mean": float(np.mean(dice)), "dice_std": float(np.std(dice)),
                          "hd95_mean": float(np.mean(hd)) if hd else float("nan"), "per_seed": per_seed}
-    result = {"preset": asdict(preset), "machine": describe(), "teacher_cost": teacher_cost_report(methods, preset), "minutes": round((time.perf_counter() - started) / 60, 1),
-              "data": {"training_cases": preset.labelled + preset.unlabelled, "labelled": preset.labelled,
-                       "test_cases": preset.test_cases, "test_seed": TEST_SEED_OFFSET, "pet": "synthetic"},
-              "metrics": "Dice: mean over the 13 classes of the mean over test cases (missed = 0); HD95 in mm, "
-                         "structures found only (misses counted apart); std over seeds",
-              "methods": methods}
+        if name != preset.methods[-1]:  # partial results after every row: a long run can be read as it goes
+            write_outputs(_result(preset, methods, started, complete=False), out)
+    result = _result(preset, methods, started, complete=True)
     write_outputs(result, out)
     return result
+
+
+def _result(preset: Preset, methods: Dict[str, dict], started: float, complete: bool) -> dict:
+    return {"preset": asdict(preset), "machine": describe(), "complete": complete,
+            "minutes": round((time.perf_counter() - started) / 60, 1),
+            "teacher_cost": teacher_cost_report(methods, preset) if complete else None,
+            "data": {"training_cases": preset.labelled + preset.unlabelled, "labelled": preset.labelled,
+                     "test_cases": preset.test_cases, "test_seed": TEST_SEED_OFFSET, "pet": "synthetic"},
+            "metrics": "Dice: mean over the 13 classes of the mean over test cases (missed = 0); HD95 in mm, "
+                       "structures found only (misses counted apart); std over seeds",
+            "methods": methods}
 
 
 def teacher_cost_report(methods: Dict[str, dict], preset: Preset) -> dict:
@@ -158,7 +167,9 @@ def markdown(result: dict) -> str:
     lines = [f"# MuDuo benchmark ({p['name']} preset)", "",
              f"Synthetic PET/CT (synthetic PET), {p['labelled']} labelled + {p['unlabelled']} unlabelled training cases, "
              f"{p['test_cases']} held-out test cases, {p['iterations']} iterations per run, seeds {list(p['seeds'])}. "
-             f"Machine: {result['machine']}. Wall time: {result['minutes']} min.", "",
+             f"Machine: {result['machine']}. Wall time: {result['minutes']} min"
+             + ("." if result.get("complete", True) else
+                f" so far (PARTIAL: {len(result['methods'])} of {len(p['methods'])} rows).") , "",
              "| method | Dice % (mean ± std over seeds) | HD95 mm (found only) | missed structures | s / iteration |",
              "|---|---|---|---|---|"]
     for name, m in result["methods"].items():
