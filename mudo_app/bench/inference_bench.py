@@ -46,6 +46,35 @@ def _one(shape, model_path: str, precision: str, threads: int) -> dict:
             "seconds": round(seconds, 2), "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)}
 
 
+def _bf16_agreement(model_path: str):
+    """Voxel agreement and per-class Dice difference of bf16 vs fp32 label maps on the demo datastore's
+    unlabelled cases (None when ``make demo`` has not run)."""
+    import numpy as np
+
+    from mudo_app.evaluation.metrics import dice_per_class
+    from mudo_app.io.datastore import PetCtDatastore
+    from mudo_app.io.volume import load_volume
+    from mudo_app.models.checkpoint import load_student, training_patch
+    from mudo_app.predict import predict_arrays
+
+    root = Path(__file__).resolve().parents[2] / "sample-datasets" / "demo" / "datastore"
+    if not root.is_dir():
+        return None
+    store = PetCtDatastore(root)
+    model, prep, meta = load_student(model_path)
+    agree, delta = [], []
+    for cid in store.unlabelled_ids():
+        case = store.load_case(cid)
+        truth = load_volume(store.ground_truth_path(cid)).array
+        a, b = (predict_arrays(model, prep, case.ct.array, case.pet.array, roi=training_patch(meta), precision=p)
+                for p in ("fp32", "bf16"))
+        agree.append(float((a == b).mean()))
+        da, db = dice_per_class(truth, a, range(1, 14)), dice_per_class(truth, b, range(1, 14))
+        delta.append(float(np.mean([db.get(c, 0.0) - da.get(c, 0.0) for c in range(1, 14)])))
+    return {"cases": len(agree), "voxel_agreement_min": round(min(agree), 5),
+            "mean_dice_change_bf16_minus_fp32": round(float(np.mean(delta)), 5)}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="", help="student checkpoint (default: an untrained unet_lite)")
@@ -67,7 +96,9 @@ def main(argv=None) -> int:
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
             rows.append({"case": kind, **json.loads(out)})
             print(rows[-1], flush=True)
+    agreement = _bf16_agreement(args.model) if args.model else None
     result = {"machine": describe(), "model": args.model or "untrained unet_lite", "runs": rows,
+              "bf16_vs_fp32_on_demo_cases": agreement,
               "note": "peak_rss_gib is the whole process (inputs, model, logits); content is random"}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -17,13 +17,13 @@ from mudo_app.train.supervised import SupervisedSettings, fit_supervised
 FILE = "prompt_net.pt"
 
 
-def load_or_train_prompt_net(labelled: List, config: TrainConfig, out: Path, shard, progress: bool = True
-                             ) -> torch.nn.Module:
-    """The frozen prompt network of this run: read from ``out/prompt_net.pt`` when present (resume),
+def load_or_train_prompt_net(labelled: List, config: TrainConfig, out: Path, shard, progress: bool = True,
+                             reuse: bool = False) -> torch.nn.Module:
+    """The frozen prompt network of this run: read from ``out/prompt_net.pt`` when resuming (``reuse``),
     else trained on rank 0 (PET channel of the labelled cases, ``prompt_net_iterations``) and shared."""
     path = Path(out) / FILE
     kwargs = {"in_channels": 1}
-    if path.is_file():
+    if reuse and path.is_file():
         net, _, _ = load_student(path)
     else:
         net = build_student(config.student, **kwargs)

@@ -71,7 +71,6 @@ class Trainer:
         self.banks: Dict[str, Optional[TeacherBank]] = {"ct": None, "pet": None}
         self.prompt_net: Optional[torch.nn.Module] = None
         self.iteration = 0
-        self.stop_requested = False  # set from another thread to stop after the current iteration
 
     # ---- set-up ----------------------------------------------------------------------------------
     def _check_out(self, resume: bool) -> None:
@@ -85,7 +84,7 @@ class Trainer:
         elif (self.out / "state.pt").is_file() or (self.out / "student.pt").is_file():
             raise InputError(f"{self.out} already holds a run: pass --resume, or choose another 'out'")
 
-    def _setup(self, data: TrainingSet) -> None:
+    def _setup(self, data: TrainingSet, resume: bool) -> None:
         c = self.config
         if c.init_from:
             warm, _, meta = load_student(c.init_from)
@@ -102,7 +101,8 @@ class Trainer:
                 self.banks["ct"] = TeacherBank(load_teacher("CT", c.ct_teacher), c.patch)
             if c.teachers in ("both", "pet"):
                 self.banks["pet"] = TeacherBank(load_teacher("PET", c.pet_teacher), c.patch)
-                self.prompt_net = load_or_train_prompt_net(data.labelled, c, self.out, self.shard, self.progress)
+                self.prompt_net = load_or_train_prompt_net(data.labelled, c, self.out, self.shard, self.progress,
+                                                           reuse=resume)
         opt_cls = torch.optim.SGD if c.optimiser == "sgd" else torch.optim.AdamW
         kw = {"momentum": c.momentum} if c.optimiser == "sgd" else {}
         self.optimiser = opt_cls(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay, **kw)
@@ -220,8 +220,8 @@ class Trainer:
 
     # ---- the run ---------------------------------------------------------------------------------
     def run(self, resume: bool = False, data: Optional[TrainingSet] = None, stop_after: Optional[int] = None) -> Path:
-        """Train to ``config.iterations`` (or stop early after ``stop_after`` iterations, or when
-        ``stop_requested`` is set, with a resumable checkpoint); returns the student checkpoint's path."""
+        """Train to ``config.iterations`` (or stop after ``stop_after`` iterations, leaving a resumable
+        checkpoint); returns the student checkpoint's path."""
         c = self.config
         if c.threads:
             torch.set_num_threads(c.threads)
@@ -233,18 +233,18 @@ class Trainer:
         if self.shard.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             _atomic_json(self.out / "config.json", c.to_dict())
-        self._setup(data)
+        self._setup(data, resume)
         if resume:
             self._restore()
         started = time.perf_counter()
         bar = tqdm(total=c.iterations, initial=self.iteration, desc=c.method, unit="it", disable=not self.progress)
         log: List[dict] = []
         end = c.iterations if stop_after is None else min(stop_after, c.iterations)
-        while self.iteration < end and not self.stop_requested:
+        while self.iteration < end:
             rec = self.step(data)
             log.append(rec)
             bar.update(1)
-            bar.set_postfix(loss=f"{rec['loss']:.3f}", lam=f"{rec['lambda']:.3f}")
+            bar.set_postfix(loss=f"{rec['loss']:.3f}")
             if self.iteration % c.checkpoint_every == 0 or self.iteration == c.iterations:
                 self._checkpoint(data, log, time.perf_counter() - started)
                 log = []
