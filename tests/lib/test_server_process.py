@@ -62,6 +62,16 @@ def server(studies, tmp_path):
     log.close()
 
 
+def _finished_training(client, timeout_s: float) -> dict:
+    """Poll GET /train/ as the Slicer plugin does until the run is DONE, ERROR or STOPPED."""
+    deadline = time.time() + timeout_s
+    status = client.train_status()
+    while status.get("status") not in ("DONE", "ERROR", "STOPPED") and time.time() < deadline:
+        time.sleep(1)
+        status = client.train_status()
+    return status
+
+
 def _model_checksum(url: str) -> str:
     with urllib.request.urlopen(f"{url}/model/info/muduo_student", timeout=10) as r:
         return json.loads(r.read())["checksum"]
@@ -99,11 +109,7 @@ def test_slicer_call_sequence_against_a_real_server(server, tmp_path):
 
     before = _model_checksum(url)
     client.train_start("muduo", {"max_iterations": 2})
-    deadline = time.time() + 240
-    status = client.train_status()
-    while status.get("status") not in ("DONE", "ERROR", "STOPPED") and time.time() < deadline:
-        time.sleep(1)
-        status = client.train_status()
+    status = _finished_training(client, 240)
     assert status["status"] == "DONE", status
     assert _model_checksum(url) != before
 
@@ -141,11 +147,7 @@ def test_stopped_or_failed_training_keeps_the_previous_student_serving(server, t
     for path in (store / "labels" / "final").glob("*.nii.gz"):
         path.unlink()  # no labelled case left: the run must fail with that reason
     client.train_start("muduo", {"max_iterations": 2})
-    deadline = time.time() + 120
-    status = client.train_status()
-    while status.get("status") not in ("DONE", "ERROR", "STOPPED") and time.time() < deadline:
-        time.sleep(1)
-        status = client.train_status()
+    status = _finished_training(client, 120)
     assert status["status"] == "ERROR"
     assert any("no labelled case" in line for line in status["details"]), status["details"]
     assert _model_checksum(url) == before
