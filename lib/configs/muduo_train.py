@@ -24,7 +24,7 @@ PLATFORM_KEYS = {"model", "bundle_path", "name", "device", "client_id", "trackin
                  "dataloader", "early_stop_patience", "local_rank", "run_id", "enqueue"}
 
 
-def train_config(request: Dict[str, Any], studies: str, model_dir: Path, default_iterations: int, out: Path,
+def train_config(request: Dict[str, Any], studies: str, default_iterations: int, out: Path,
                  init_from: Path = None, ct_teacher=None, pet_teacher=None) -> TrainConfig:
     """A checked TrainConfig for one server training run (InputError names a bad key or value)."""
     unknown = sorted(set(request) - OWN_KEYS - PLATFORM_KEYS)
@@ -45,17 +45,31 @@ def train_config(request: Dict[str, Any], studies: str, model_dir: Path, default
               "pet_teacher": str(pet_teacher) if pet_teacher else None}
     if request.get("train_batch_size") is not None:
         values["batch_labelled"] = _positive_int(request, "train_batch_size")
-    for key in ("seed", "method", "filter", "teachers", "k_points", "lr"):
+    if request.get("seed") is not None:
+        values["seed"] = _positive_int(request, "seed", minimum=0)
+    if request.get("k_points") is not None:
+        values["k_points"] = _positive_int(request, "k_points")
+    if request.get("lr") is not None:
+        values["lr"] = _number(request, "lr")
+    for key in ("method", "filter", "teachers"):
         if request.get(key) is not None:
             values[key] = request[key]
     return config_from_dict(values)
 
 
-def _positive_int(request: Dict[str, Any], key: str) -> int:
-    try:
-        value = int(request[key])
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"training parameter {key!r} must be an integer, got {request[key]!r}") from exc
-    if value < 1:
-        raise InputError(f"training parameter {key!r} must be at least 1, got {value}")
+def _positive_int(request: Dict[str, Any], key: str, minimum: int = 1) -> int:
+    """An integer (or a string of one: a UI may send text) of at least ``minimum``."""
+    value = request[key]
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().lstrip("-").isdigit():
+        raise InputError(f"training parameter {key!r} must be an integer, got {value!r}")
+    value = int(value)
+    if value < minimum:
+        raise InputError(f"training parameter {key!r} must be at least {minimum}, got {value}")
     return value
+
+
+def _number(request: Dict[str, Any], key: str) -> float:
+    try:
+        return float(request[key])
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"training parameter {key!r} must be a number, got {request[key]!r}") from exc

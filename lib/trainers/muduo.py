@@ -47,7 +47,7 @@ class MuDuoTrainTask(TrainTask):
     def check(self, request: Dict[str, Any]):
         """Validate a request body before anything starts (used by the server's train route)."""
         conf = self.resources.config
-        return train_config(request, self.studies, conf.model_dir, conf.train_iterations, self.runs / "check",
+        return train_config(request, self.studies, conf.train_iterations, self.runs / "check",
                             conf.published_student, conf.ct_teacher, conf.pet_teacher)
 
     def __call__(self, request: Dict[str, Any], datastore) -> Dict[str, Any]:
@@ -57,7 +57,7 @@ class MuDuoTrainTask(TrainTask):
         run = self.runs / time.strftime("%Y%m%d-%H%M%S")
         started = time.time()
         try:
-            config = train_config(request, self.studies, conf.model_dir, conf.train_iterations, run,
+            config = train_config(request, self.studies, conf.train_iterations, run,
                                   conf.published_student, conf.ct_teacher, conf.pet_teacher)
             print(f"MuDuo training: {config.iterations} iterations, method {config.method}, run folder {run}", flush=True)
             student = Trainer(config, progress=True).run()

@@ -1,0 +1,36 @@
+from pathlib import Path
+
+import pytest
+
+from lib.configs.muduo_train import ITERATIONS_PER_EPOCH, train_config
+from mudo_app.errors import InputError
+
+
+def _config(request, init_from=None):
+    return train_config(request, "/data/store", 300, Path("/runs/x"), init_from)
+
+
+def test_request_maps_onto_the_training_config(tmp_path):
+    student = tmp_path / "s.pt"
+    student.write_bytes(b"x")
+    assert _config({}).iterations == 300 and _config({}).init_from is None
+    assert _config({"max_epochs": 2}).iterations == 2 * ITERATIONS_PER_EPOCH
+    assert _config({"max_epochs": 2, "max_iterations": 7}).iterations == 7  # the explicit length wins
+    c = _config({"seed": "4", "k_points": 1, "lr": "0.01", "train_batch_size": 4, "method": "supervised",
+                 "model": "muduo", "gpus": "all", "client_id": "slicer"}, student)
+    assert (c.seed, c.k_points, c.lr, c.batch_labelled, c.method) == (4, 1, 0.01, 4, "supervised")
+    assert c.init_from == str(student) and _config({"pretrained": "false"}, student).init_from is None
+
+
+@pytest.mark.parametrize("request_body,message", [
+    ({"learning_speed": 3}, "unknown training parameter"),
+    ({"max_iterations": 0}, "'max_iterations' must be at least 1"),
+    ({"max_iterations": "ten"}, "'max_iterations' must be an integer"),
+    ({"max_iterations": True}, "'max_iterations' must be an integer"),
+    ({"seed": -1}, "'seed' must be at least 0"),
+    ({"lr": "fast"}, "'lr' must be a number"),
+    ({"method": "magic"}, "'method'"),
+])
+def test_bad_requests_name_the_key(request_body, message):
+    with pytest.raises(InputError, match=message):
+        _config(request_body)
