@@ -2,7 +2,9 @@
 
 Training is SAM-Med3D-style interactive: per object, the first click lies in the object, each later
 click in the current error region, and the previous low-resolution logits are fed back as the mask
-prompt. Crops follow the teacher's input contract (2 mm, 128^3 for the stand-ins); CT teachers see
+prompt. ``mask_rounds`` more rounds per step give a mask prompt *alone* (no clicks), as MuDuo prompts
+the CT teacher with the student's softmax: the object's soft low-resolution mask, shifted, scaled
+and noised like an imperfect student's (:func:`imperfect_mask`). Crops follow the teacher's input contract (2 mm, 128^3 for the stand-ins); CT teachers see
 CT only, PET teachers PET only.
 """
 
@@ -36,6 +38,21 @@ class TeacherPretrainSettings:
     lr: float = 4e-4
     seed: int = 0
     centre_jitter_mm: float = 12.0  # std of the crop centre around the picked object voxel
+    mask_rounds: int = 1  # mask-only prompt rounds per step (0: clicks only, as the first stand-ins)
+
+
+def imperfect_mask(targets: torch.Tensor, rng: np.random.Generator, max_shift: int = 2) -> torch.Tensor:
+    """(B, 1, S, S, S) binary targets -> (B, 1, S/4, S/4, S/4) probabilities like a student's softmax:
+    the soft mask at the decoder's resolution, rolled by up to ``max_shift`` low-res voxels per axis,
+    scaled by U(0.5, 1) and given uniform noise of amplitude U(0, 0.3), clipped to [0, 1]."""
+    soft = F.avg_pool3d(targets, 4)
+    out = []
+    for b in range(soft.shape[0]):
+        shift = [int(v) for v in rng.integers(-max_shift, max_shift + 1, size=3)]
+        m = torch.roll(soft[b], shifts=shift, dims=(1, 2, 3)) * float(rng.uniform(0.5, 1.0))
+        noise = torch.from_numpy(rng.random(m.shape, dtype=np.float32)) * float(rng.uniform(0.0, 0.3))
+        out.append((m + noise).clamp(0, 1))
+    return torch.stack(out)
 
 
 def _image(case: Case, modality: str) -> Volume:
@@ -102,12 +119,16 @@ def pretrain_teacher(cases: Sequence[Case], contract: InputContract, settings: T
                 for b, t in enumerate(targets_np):
                     nxt = next_click(t, pred[b, 0].numpy(), rng)
                     clicks[b].append((tuple(nxt[0].tolist()), nxt[1]) if nxt else ((0, 0, 0), -1))
+        for _ in range(settings.mask_rounds):
+            logits, _ = model.decode(emb, points=None, mask=imperfect_mask(targets, rng))
+            up = F.interpolate(logits, size=images.shape[2:], mode="trilinear", align_corners=False)
+            loss = loss + dice(up, targets) + F.binary_cross_entropy_with_logits(up, targets)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        bar.set_postfix(loss=f"{loss.detach().item() / settings.clicks:.3f}")
+        bar.set_postfix(loss=f"{loss.detach().item() / (settings.clicks + settings.mask_rounds):.3f}")
     return model.eval()
 
 

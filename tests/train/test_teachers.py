@@ -68,3 +68,16 @@ def test_evaluate_clicks_reports_each_present_class(cases):
 def test_cli_rejects_bad_numbers(capsys, tmp_path):
     assert main(["pretrain-teachers", "--out", str(tmp_path), "--iterations", "0"]) == 2
     assert "--iterations must be at least 1" in capsys.readouterr().err
+
+
+def test_imperfect_mask_is_a_shifted_noisy_soft_mask_at_decoder_resolution():
+    import torch
+
+    from mudo_app.train.teachers import imperfect_mask
+
+    targets = torch.zeros(3, 1, 32, 32, 32)
+    targets[:, :, 8:24, 8:24, 8:24] = 1
+    m = imperfect_mask(targets, np.random.default_rng(0), max_shift=0)
+    assert m.shape == (3, 1, 8, 8, 8) and float(m.min()) >= 0 and float(m.max()) <= 1
+    inside, outside = m[:, :, 2:6, 2:6, 2:6], m[:, :, :1]
+    assert float(inside.min()) >= 0.5 and float(outside.max()) <= 0.3  # scale U(0.5, 1), noise <= 0.3
