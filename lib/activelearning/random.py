@@ -17,8 +17,7 @@ class RandomUnlabelled(Strategy):
         self.rng = np.random.default_rng(seed)
 
     def __call__(self, request: Dict[str, Any], datastore) -> Dict[str, Any]:
-        client = str(request.get("client_id") or "anonymous")
-        candidates = [i for i in datastore.store.unlabelled_ids() if not self.served.busy(i, client)]
+        client, candidates = self.served.candidates(request, datastore)
         if not candidates:
             return {}
         choice = str(self.rng.choice(candidates))

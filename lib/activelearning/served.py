@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 
 class RecentlyServed:
@@ -23,3 +23,8 @@ class RecentlyServed:
     def mark(self, image_id: str, client_id: str) -> None:
         with self._lock:
             self._served[image_id] = (client_id, time.time())
+
+    def candidates(self, request: Dict, datastore) -> Tuple[str, List[str]]:
+        """(the requesting client's id, the unlabelled cases not recently served to another client)."""
+        client = str(request.get("client_id") or "anonymous")
+        return client, [i for i in datastore.store.unlabelled_ids() if not self.busy(i, client)]

@@ -12,8 +12,6 @@ from lib.activelearning.served import RecentlyServed
 from lib.configs.server import Resources
 from mudo_app.distill.disagreement import disagreement
 from mudo_app.models.sam3d import Sam3DPredictor
-from mudo_app.models.checkpoint import training_patch
-from mudo_app.predict import predict_volume
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +28,7 @@ class TeacherDisagreement(Strategy):
         key = (image_id, self.resources.student_mtime() or 0)
         if key not in self._scores:
             case = datastore.store.load_case(image_id)
-            model, prep, meta = self.resources.student()
-            label = predict_volume(model, prep, case.ct, case.pet, roi=training_patch(meta),
-                                   precision=self.resources.config.precision).array
+            label = self.resources.predict(case.ct, case.pet).array
             predictors = []
             for modality, volume in (("CT", case.ct), ("PET", case.pet)):
                 teacher = self.resources.teacher(modality)
@@ -44,8 +40,7 @@ class TeacherDisagreement(Strategy):
         return self._scores[key]
 
     def __call__(self, request: Dict[str, Any], datastore) -> Dict[str, Any]:
-        client = str(request.get("client_id") or "anonymous")
-        candidates = [i for i in datastore.store.unlabelled_ids() if not self.served.busy(i, client)]
+        client, candidates = self.served.candidates(request, datastore)
         if not candidates:
             return {}
         scored = sorted(((self.score(datastore, i)["score"], i) for i in candidates), key=lambda t: (-t[0], t[1]))

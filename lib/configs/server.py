@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from mudo_app.errors import InputError
-from mudo_app.models.checkpoint import DEMO_STUDENT, load_student
+from mudo_app.io.volume import Volume
+from mudo_app.models.checkpoint import DEMO_STUDENT, load_student, training_patch
 from mudo_app.models.teachers import Teacher, load_teacher
+from mudo_app.predict import predict_volume
 
 # --conf keys MONAI Label itself (or its sample apps) use; passed through untouched
 MONAI_LABEL_KEYS = {"models", "preload", "skip_scoring", "skip_strategies", "skip_trainers", "server_mode",
@@ -94,6 +96,11 @@ class Resources:
                 model, prep, meta = load_student(path)
                 self._student = (mtime, model, prep, meta)
             return self._student[1:]
+
+    def predict(self, ct: Volume, pet: Volume) -> Volume:
+        """The served student's label map (0..13) on the PET grid: windows of its training patch size."""
+        model, prep, meta = self.student()
+        return predict_volume(model, prep, ct, pet, roi=training_patch(meta), precision=self.config.precision)
 
     def student_mtime(self) -> Optional[int]:
         path = self.config.published_student

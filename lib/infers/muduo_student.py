@@ -12,8 +12,6 @@ from lib.configs.server import Resources
 from lib.infers.common import check_params, write_result
 from mudo_app.io.volume import load_volume
 from mudo_app.labels import label_names
-from mudo_app.models.checkpoint import training_patch
-from mudo_app.predict import predict_volume
 
 
 class MuDuoStudentInfer(InferTask):
@@ -35,12 +33,11 @@ class MuDuoStudentInfer(InferTask):
     def __call__(self, request: Dict[str, Any]) -> Tuple[str, Dict]:
         check_params(request, extra=("pet",))
         started = time.perf_counter()
-        model, prep, meta = self.resources.student()
+        _, _, meta = self.resources.student()
         ct = load_volume(request["image"], "CT", dtype=np.float32)
         pet = load_volume(request["pet"], "PET", dtype=np.float32)
         loaded = time.perf_counter()
-        label = predict_volume(model, prep, ct, pet, roi=training_patch(meta),
-                               precision=self.resources.config.precision)
+        label = self.resources.predict(ct, pet)
         done = time.perf_counter()
         params = {"label_names": label_names(), "latency": {"load": round(loaded - started, 3),
                                                              "infer": round(done - loaded, 3)},

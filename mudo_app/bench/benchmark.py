@@ -18,7 +18,7 @@ import numpy as np
 
 from mudo_app.bench.machine import describe
 from mudo_app.evaluation.report import evaluate_labels, summarise
-from mudo_app.models.checkpoint import load_student
+from mudo_app.models.checkpoint import load_student, training_patch
 from mudo_app.predict import predict_arrays
 from mudo_app.synth import PhantomSettings
 from mudo_app.synth.writers import generate_cases, write_dataset
@@ -61,10 +61,10 @@ PRESETS = {
 TEST_SEED_OFFSET = 1000  # test cases come from another generator seed than the training pool
 
 
-def _score(model, prep, cases) -> dict:
+def _score(model, prep, meta, cases) -> dict:
     rows = []
     for case in cases:
-        pred = predict_arrays(model, prep, case.ct.array, case.pet.array, roi=(64, 64, 64))
+        pred = predict_arrays(model, prep, case.ct.array, case.pet.array, roi=training_patch(meta))
         rows.append(evaluate_labels(case.case_id, case.label.array.astype(np.int64), pred.astype(np.int64),
                                     case.ct.spacing))
     mean = summarise(rows)
@@ -102,7 +102,7 @@ def run_benchmark(preset: Preset, out: Path, threads: int = 2, progress: bool = 
                 trainer.run(resume=(run / "state.pt").is_file())
             seconds = time.perf_counter() - t0
             model, prep, meta = load_student(path)
-            score = _score(model, prep, test)
+            score = _score(model, prep, meta, test)
             calls = _teacher_calls(run)
             per_seed.append({"seed": seed, **score, "train_seconds": round(seconds, 1),
                              "seconds_per_iteration": round(seconds / preset.iterations, 3), **calls})

@@ -24,6 +24,13 @@ def dice_per_class(gt: np.ndarray, pred: np.ndarray, classes: Iterable[int]) -> 
     return out
 
 
+def mean_dice(gt: np.ndarray, pred: np.ndarray, classes: Iterable[int] = range(1, 14)) -> float:
+    """Mean Dice over ``classes``, a class absent from both counting as 0 (the benchmark's convention)."""
+    classes = list(classes)
+    dice = dice_per_class(gt, pred, classes)
+    return float(np.mean([dice.get(int(c), 0.0) for c in classes]))
+
+
 def _surface_distances(g: np.ndarray, p: np.ndarray, spacing) -> tuple:
     """(HD95, ASD) in mm between two non-empty masks, with MONAI, on their joint bounding box."""
     import torch

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mudo_app.evaluation.metrics import dice_per_class
+from mudo_app.evaluation.metrics import mean_dice
 from mudo_app.io.datastore import PetCtDatastore
 from mudo_app.io.volume import load_volume
 from mudo_app.models.checkpoint import load_student, training_patch
@@ -47,8 +47,7 @@ def main() -> int:
             case = store.load_case(cid)
             truth = load_volume(store.ground_truth_path(cid)).array
             pred = predict_arrays(model, prep, case.ct.array, case.pet.array, roi=training_patch(meta))
-            dice = dice_per_class(truth, pred, range(1, 14))
-            scores.append(np.mean([dice.get(c, 0.0) for c in range(1, 14)]))
+            scores.append(mean_dice(truth, pred))
         print(f"{name}: mean Dice {100 * np.mean(scores):.1f} % (cases {np.round(100 * np.array(scores), 1).tolist()}), "
               f"training {seconds:.0f} s for {args.iterations} iterations")
         shutil.rmtree(out.parent, ignore_errors=True)

@@ -42,3 +42,12 @@ def test_ravd_and_shape_check():
     assert class_metrics(gt, pred, (1, 1, 1), [1])[1]["ravd"] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="one shape"):
         class_metrics(gt, pred[:5], (1, 1, 1), [1])
+
+
+def test_mean_dice_counts_classes_absent_from_both_as_zero():
+    from mudo_app.evaluation.metrics import mean_dice
+
+    gt = np.array([1, 1, 2, 0])
+    pred = np.array([1, 0, 2, 2])
+    # class 1: 2*1/(2+1) = 2/3; class 2: 2*1/(1+2) = 2/3; class 3 absent from both: 0
+    assert mean_dice(gt, pred, [1, 2, 3]) == pytest.approx((2 / 3 + 2 / 3 + 0) / 3)
