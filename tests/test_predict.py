@@ -128,3 +128,23 @@ def test_bf16_prediction_mostly_agrees_with_fp32():
     assert (a == b).mean() > 0.9
     with pytest.raises(ValueError, match="precision"):
         predict_arrays(net, StudentInput(), ct, pet, roi=(32, 32, 32), precision="fp8")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_prediction_agrees_with_cpu():
+    """Windows run on the model's device; fp32 (TF32 off) on the GPU gives the CPU's labels."""
+    from mudo_app.predict import predict_arrays
+    from mudo_app.transforms.intensity import StudentInput
+
+    torch.manual_seed(0)
+    net = build_student("unet_lite").eval()
+    rng = np.random.default_rng(1)
+    ct = rng.normal(0, 300, (48, 40, 56)).astype(np.float32)
+    pet = rng.gamma(1, 1, (48, 40, 56)).astype(np.float32)
+    cpu = predict_arrays(net, StudentInput(), ct, pet, roi=(32, 32, 32), precision="fp32")
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        gpu = predict_arrays(net.cuda(), StudentInput(), ct, pet, roi=(32, 32, 32), precision="fp32")
+    finally:
+        torch.backends.cudnn.allow_tf32 = True
+    assert gpu.shape == cpu.shape and (gpu == cpu).mean() > 0.999

@@ -9,10 +9,11 @@ iteration: no selection, test labels are only read for scoring. The PET is synth
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -95,17 +96,13 @@ def run_benchmark(preset: Preset, out: Path, threads: int = 2, progress: bool = 
             cfg = config_from_dict({"datastore": str(data), "out": str(run), "seed": seed, "threads": threads,
                                     "iterations": preset.iterations, "checkpoint_every": preset.iterations,
                                     "prompt_net_iterations": preset.prompt_net_iterations, **METHODS[name]})
-            t0 = time.perf_counter()
-            trainer = Trainer(cfg, progress=progress)
-            path = run / "student.pt"
-            if not path.is_file():  # a finished run is reused when the benchmark is re-run
-                trainer.run(resume=(run / "state.pt").is_file())
-            seconds = time.perf_counter() - t0
-            model, prep, meta = load_student(path)
+            seconds = _train_once(cfg, run, progress)
+            model, prep, meta = load_student(run / "student.pt")
             score = _score(model, prep, meta, test)
             calls = _teacher_calls(run)
-            per_seed.append({"seed": seed, **score, "train_seconds": round(seconds, 1),
-                             "seconds_per_iteration": round(seconds / preset.iterations, 3), **calls})
+            per_seed.append({"seed": seed, **score, "train_seconds": seconds,
+                             "seconds_per_iteration": None if seconds is None else round(seconds / preset.iterations, 3),
+                             **calls})
         dice = [r["dice"] for r in per_seed]
         hd = [r["hd95_mm"] for r in per_seed if np.isfinite(r["hd95_mm"])]
         methods[name] = {"dice_mean": float(np.mean(dice)), "dice_std": float(np.std(dice)),
@@ -117,9 +114,26 @@ def run_benchmark(preset: Preset, out: Path, threads: int = 2, progress: bool = 
     return result
 
 
+def _train_once(cfg, run: Path, progress: bool) -> Optional[float]:
+    """Train the run unless it finished before (a re-run of the benchmark reuses it); returns its
+    training seconds, kept in ``run/timing.json`` (None for a run finished before timings were kept)."""
+    timing = run / "timing.json"
+    if not (run / "student.pt").is_file():
+        resumed = (run / "state.pt").is_file()
+        t0 = time.perf_counter()
+        Trainer(cfg, progress=progress).run(resume=resumed)
+        seconds = round(time.perf_counter() - t0, 1)
+        tmp = run / ".tmp-timing.json"
+        tmp.write_text(json.dumps({"train_seconds": seconds, "resumed": resumed}))
+        os.replace(tmp, timing)
+    return json.loads(timing.read_text())["train_seconds"] if timing.is_file() else None
+
+
 def _result(preset: Preset, methods: Dict[str, dict], started: float, complete: bool) -> dict:
+    timed = [r["train_seconds"] for m in methods.values() for r in m["per_seed"] if r["train_seconds"] is not None]
     return {"preset": asdict(preset), "machine": describe(), "complete": complete,
-            "minutes": round((time.perf_counter() - started) / 60, 1),
+            "minutes": round((time.perf_counter() - started) / 60, 1),  # this invocation (finished runs are reused)
+            "training_minutes_all_runs": round(sum(timed) / 60, 1),
             "teacher_cost": teacher_cost_report(methods, preset) if complete else None,
             "data": {"training_cases": preset.labelled + preset.unlabelled, "labelled": preset.labelled,
                      "test_cases": preset.test_cases, "test_seed": TEST_SEED_OFFSET, "pet": "synthetic"},
@@ -167,16 +181,18 @@ def markdown(result: dict) -> str:
     lines = [f"# MuDuo benchmark ({p['name']} preset)", "",
              f"Synthetic PET/CT (synthetic PET), {p['labelled']} labelled + {p['unlabelled']} unlabelled training cases, "
              f"{p['test_cases']} held-out test cases, {p['iterations']} iterations per run, seeds {list(p['seeds'])}. "
-             f"Machine: {result['machine']}. Wall time: {result['minutes']} min"
+             f"Machine: {result['machine']}. Training time of all runs: {result['training_minutes_all_runs']} min; "
+             f"this invocation: {result['minutes']} min (finished runs are reused)"
              + ("." if result.get("complete", True) else
                 f" so far (PARTIAL: {len(result['methods'])} of {len(p['methods'])} rows).") , "",
              "| method | Dice % (mean ± std over seeds) | HD95 mm (found only) | missed structures | s / iteration |",
              "|---|---|---|---|---|"]
     for name, m in result["methods"].items():
         missed = np.mean([r["missed"] for r in m["per_seed"]])
-        spi = np.mean([r["seconds_per_iteration"] for r in m["per_seed"]])
+        spi = [r["seconds_per_iteration"] for r in m["per_seed"] if r["seconds_per_iteration"] is not None]
+        spi_text = f"{np.mean(spi):.2f}" if spi else "n/a"
         lines.append(f"| {name} | {100 * m['dice_mean']:.1f} ± {100 * m['dice_std']:.1f} | {m['hd95_mean']:.1f} | "
-                     f"{missed:.1f} | {spi:.2f} |")
+                     f"{missed:.1f} | {spi_text} |")
     lines += ["", result["metrics"] + "."]
     return "\n".join(lines) + "\n"
 

@@ -20,7 +20,9 @@ def register(sub) -> None:
                    help="sliding-window size in voxels (default: the patch size the student was trained on)")
     p.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap fraction")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="auto: bf16 on CPUs with native bf16 (AVX512-BF16/AMX), else fp32")
+                   help="auto: bf16 on GPUs and CPUs with native bf16 (AVX512-BF16/AMX), else fp32")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where the network runs (auto: a GPU when PyTorch sees one)")
     p.set_defaults(run=run)
 
 
@@ -28,9 +30,9 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from mudo_app.io.volume import load_volume, save_volume
-    from mudo_app.models.checkpoint import load_student
-    from mudo_app.models.checkpoint import DEMO_STUDENT, training_patch
+    from mudo_app.models.checkpoint import DEMO_STUDENT, load_student, training_patch
     from mudo_app.predict import predict_volume
+    from mudo_app.train.distributed import resolve_device
 
     if not str(args.out).endswith((".nii.gz", ".nii")):
         raise InputError(f"--out must end in .nii.gz or .nii, got {args.out}")
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if not model_path.is_file():
         hint = " (run `make demo` to make the demo student, or give --model)" if args.model is None else ""
         raise InputError(f"student checkpoint not found: {model_path}{hint}")
-    model, prep, meta = load_student(model_path)
+    model, prep, meta = load_student(model_path, resolve_device(args.device, "--device"))
     roi = tuple(args.roi) if args.roi else training_patch(meta)
     ct = load_volume(args.ct, "CT", dtype=np.float32)
     pet = load_volume(args.pet, "PET", dtype=np.float32)

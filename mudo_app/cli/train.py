@@ -21,7 +21,8 @@ def _override(text: str):
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a student with MuDuo or a baseline (typed config, resumable)",
                        description="Train a student from a datastore. Fields: see mudo_app/train/config.py "
-                                   "or the README. Run under `torchrun --nproc_per_node N` for DDP.")
+                                   "or the README. Run under `torchrun --nproc_per_node N` for DDP "
+                                   "(one process per GPU with nccl; gloo on CPUs).")
     p.add_argument("--config", required=True, type=Path, help="JSON or TOML config file")
     p.add_argument("--set", dest="overrides", action="append", type=_override, default=[], metavar="KEY=VALUE",
                    help="override one config field (VALUE parsed as JSON); repeatable")
@@ -32,11 +33,11 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mudo_app.train.config import load_config
-    from mudo_app.train.distributed import shard_from_env, shutdown
+    from mudo_app.train.distributed import resolve_device, shard_from_env, shutdown
     from mudo_app.train.trainer import Trainer
 
     config = load_config(args.config, dict(args.overrides))
-    shard = shard_from_env()
+    shard = shard_from_env(resolve_device(config.device))  # nccl on GPUs, gloo on CPUs
     try:
         path = Trainer(config, progress=not args.no_progress, shard=shard).run(resume=args.resume)
     finally:

@@ -73,7 +73,7 @@ def fuse(p_ct: torch.Tensor, p_pet: torch.Tensor, settings: ConsensusSettings,
             alpha = (rng or np.random.default_rng()).uniform(0.0, 1.0, size=b)
         alpha = torch.as_tensor(np.asarray(alpha, np.float64)).to(p_ct)
     else:
-        alpha = torch.full((b,), 1.0 if settings.teachers == "ct" else 0.0, dtype=p_ct.dtype)
+        alpha = torch.full((b,), 1.0 if settings.teachers == "ct" else 0.0, dtype=p_ct.dtype, device=p_ct.device)
     alpha = alpha.reshape(b, *([1] * (p_ct.ndim - 1)))
     return ((alpha * p_ct + (1 - alpha) * p_pet) > 0.5).to(p_ct.dtype)
 

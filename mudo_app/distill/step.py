@@ -68,9 +68,10 @@ def muduo_consistency(student_prob: torch.Tensor, samples: List[UnlabelledPatch]
     b = len(samples)
     n_cls = len(class_ids)
     patch = student_prob.shape[2:]
-    p_ct = torch.zeros((b, n_cls, *patch))
-    p_pet = torch.zeros((b, n_cls, *patch))
-    valid = torch.zeros((b, n_cls), dtype=torch.bool)
+    device = student_prob.device  # the teachers answer on the student's device
+    p_ct = torch.zeros((b, n_cls, *patch), device=device)
+    p_pet = torch.zeros((b, n_cls, *patch), device=device)
+    valid = torch.zeros((b, n_cls), dtype=torch.bool)  # CPU: decided from numpy prompt regions
     use_ct, use_pet = settings.teachers in ("both", "ct"), settings.teachers in ("both", "pet")
     for s, sample in enumerate(samples):
         if use_ct:
@@ -90,7 +91,9 @@ def muduo_consistency(student_prob: torch.Tensor, samples: List[UnlabelledPatch]
     if not use_pet:
         valid[:] = True
     iou = torch.stack([soft_iou(p_ct[:, c], p_pet[:, c]) for c in range(n_cls)], 1) if b else torch.zeros((0, n_cls))
-    iou_all, valid_all = shard.gather(iou), shard.gather(valid)
+    # gathered on the device (nccl needs CUDA tensors), ranked on the CPU (a few numbers per class)
+    iou_all = shard.gather(iou.to(device)).cpu()
+    valid_all = shard.gather(valid.to(device, torch.uint8)).cpu().bool()
     mine = shard.take(iou_all.shape[0])
     loss = student_prob.sum() * 0.0
     kept_total, classes_used = 0, 0
@@ -107,6 +110,7 @@ def muduo_consistency(student_prob: torch.Tensor, samples: List[UnlabelledPatch]
         kept = kept_all[mine]
         if bool(kept.any()):
             target = fuse(p_ct[:, c], p_pet[:, c], settings, alpha=alphas[c, mine])
+            kept = kept.to(device)
             dice = soft_dice(student_prob[kept, cls], target[kept])
             loss = loss + (1 - dice).sum() * shard.world / n_kept
     if classes_used:

@@ -37,7 +37,8 @@ def save_student(path: Union[str, os.PathLike], model: torch.nn.Module, name: st
     prep = preprocessing or StudentInput()
     payload = {"format": FORMAT, "architecture": {"name": name, "kwargs": dict(kwargs or {})},
                "labels": label_names(), "preprocessing": {"ct_window": [float(v) for v in prep.ct_window]},
-               "provenance": dict(provenance or {}), "state_dict": model.state_dict()}
+               "provenance": dict(provenance or {}),
+               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}  # loadable anywhere
     tmp = path.with_name(f".tmp-{path.name}")
     try:
         torch.save(payload, tmp)

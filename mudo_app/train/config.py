@@ -23,6 +23,7 @@ METHODS = ("supervised", "mean_teacher", "muduo", "fully_supervised")
 CLASS_SETS = {"all": tuple(range(1, NUM_CLASSES)), "organs": tuple(range(1, LESION)), "lesion": (LESION,)}
 OPTIMISERS = ("adamw", "sgd")
 AUGMENTATIONS = ("none", "flip_rot")
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,9 @@ class TrainConfig:
     turns; they swap left and right, which this label map distinguishes: kidneys, lung lobes).
     ``optimiser``: ``adamw`` (default; converges within CPU budgets) or ``sgd`` (the reference:
     lr 0.01, momentum 0.9); either with weight decay 1e-4 and poly decay (power 0.9).
+    ``device``: ``auto`` (a GPU when PyTorch sees one, else the CPU), ``cpu`` or ``cuda`` (under
+    ``torchrun`` each process takes GPU ``LOCAL_RANK``). ``device``, ``threads`` and ``iterations``
+    may change when a run is resumed; GPU runs are seeded but not bit-for-bit repeatable (cuDNN).
     """
 
     datastore: str = ""
@@ -71,6 +75,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     labelled_limit: Optional[int] = None
     threads: Optional[int] = None
+    device: str = "auto"
 
     def __post_init__(self):
         def bad(name, why):
@@ -84,6 +89,8 @@ class TrainConfig:
             bad("classes", f"must be one of {sorted(CLASS_SETS)}, got {self.classes!r}")
         if self.augment not in AUGMENTATIONS:
             bad("augment", f"must be one of {AUGMENTATIONS}, got {self.augment!r}")
+        if self.device not in DEVICES:
+            bad("device", f"must be one of {DEVICES}, got {self.device!r}")
         if self.optimiser not in OPTIMISERS:
             bad("optimiser", f"must be one of {OPTIMISERS}, got {self.optimiser!r}")
         if self.filter not in FILTERS:

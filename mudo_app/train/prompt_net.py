@@ -18,15 +18,16 @@ FILE = "prompt_net.pt"
 
 
 def load_or_train_prompt_net(labelled: List, config: TrainConfig, out: Path, shard, progress: bool = True,
-                             reuse: bool = False) -> torch.nn.Module:
-    """The frozen prompt network of this run: read from ``out/prompt_net.pt`` when resuming (``reuse``),
-    else trained on rank 0 (PET channel of the labelled cases, ``prompt_net_iterations``) and shared."""
+                             reuse: bool = False, device: torch.device = torch.device("cpu")) -> torch.nn.Module:
+    """The frozen prompt network of this run, on ``device``: read from ``out/prompt_net.pt`` when
+    resuming (``reuse``), else trained on rank 0 (PET channel of the labelled cases,
+    ``prompt_net_iterations``) and broadcast to the other ranks."""
     path = Path(out) / FILE
     kwargs = {"in_channels": 1}
     if reuse and path.is_file():
-        net, _, _ = load_student(path)
+        net, _, _ = load_student(path, device)
     else:
-        net = build_student(config.student, **kwargs)
+        net = build_student(config.student, **kwargs).to(device)
         if shard.rank == 0:
             settings = SupervisedSettings(student=config.student, iterations=max(config.prompt_net_iterations, 1),
                                           patch=tuple(config.patch), seed=config.seed, lr=2e-3)
@@ -37,7 +38,7 @@ def load_or_train_prompt_net(labelled: List, config: TrainConfig, out: Path, sha
                                      "iterations": settings.iterations, "seed": config.seed,
                                      "labelled": [c.case_id for c in labelled]})
         if shard.world > 1:
-            state = [net.state_dict()]
+            state = [{k: v.cpu() for k, v in net.state_dict().items()}]
             dist.broadcast_object_list(state, src=0)
             net.load_state_dict(state[0])
     net.eval()

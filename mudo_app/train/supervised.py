@@ -42,7 +42,9 @@ def train_supervised(cases: List[Case], settings: SupervisedSettings = Supervise
 
 def fit_supervised(net: torch.nn.Module, data: List[Tuple[np.ndarray, np.ndarray]], settings: SupervisedSettings,
                    progress: bool = True, desc: str = "supervised") -> torch.nn.Module:
-    """Fit ``net`` on (image (C, X, Y, Z) float32, label (X, Y, Z) int64) pairs; returns it in eval mode."""
+    """Fit ``net`` on (image (C, X, Y, Z) float32, label (X, Y, Z) int64) pairs, on the device its
+    parameters are on (patches are cut on the CPU); returns it in eval mode."""
+    device = next(net.parameters()).device
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     voxels = [class_voxels(label) for _, label in data]
@@ -57,8 +59,8 @@ def fit_supervised(net: torch.nn.Module, data: List[Tuple[np.ndarray, np.ndarray
             i = int(rng.integers(len(data)))
             batch.append(random_patch(*data[i], settings.patch, rng, settings.foreground_prob, voxels[i]))
         xs, ys = zip(*batch)
-        x = torch.from_numpy(np.stack(xs))
-        y = torch.from_numpy(np.stack(ys)[:, None])
+        x = torch.from_numpy(np.stack(xs)).to(device)
+        y = torch.from_numpy(np.stack(ys)[:, None]).to(device)
         loss = loss_fn(net(x), y)
         opt.zero_grad()
         loss.backward()

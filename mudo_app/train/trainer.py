@@ -38,6 +38,7 @@ from mudo_app.models.student import build_student
 from mudo_app.models.teachers import load_teacher
 from mudo_app.train.config import TrainConfig, config_from_dict
 from mudo_app.train.data import TrainingSet, load_training_set
+from mudo_app.train.distributed import resolve_device
 from mudo_app.train.prompt_net import load_or_train_prompt_net
 from mudo_app.transforms.augment import FlipRot
 from mudo_app.transforms.intensity import StudentInput
@@ -65,8 +66,9 @@ class Trainer:
         self.shard = shard or Shard()
         self.progress = progress and self.shard.rank == 0
         self.prep = StudentInput()
-        torch.manual_seed(config.seed)  # the initial weights are part of the seeded run
-        self.net = build_student(config.student)
+        self.device = resolve_device(config.device)
+        torch.manual_seed(config.seed)  # the initial weights are part of the seeded run (built on the CPU)
+        self.net = build_student(config.student).to(self.device)
         self.ema: Optional[torch.nn.Module] = None
         self.banks: Dict[str, Optional[TeacherBank]] = {"ct": None, "pet": None}
         self.prompt_net: Optional[torch.nn.Module] = None
@@ -79,8 +81,9 @@ class Trainer:
             if not (self.out / "state.pt").is_file():
                 raise InputError(f"nothing to resume in {self.out} (no state.pt)")
             old = config_from_dict(json.loads(saved.read_text()))
-            if old.replace(iterations=self.config.iterations) != self.config:
-                raise InputError(f"{saved} differs from this config (beyond 'iterations'): resume needs the same run")
+            free = {k: getattr(self.config, k) for k in ("iterations", "threads", "device")}
+            if old.replace(**free) != self.config:
+                raise InputError(f"{saved} differs from this config (beyond {sorted(free)}): resume needs the same run")
         elif (self.out / "state.pt").is_file() or (self.out / "student.pt").is_file():
             raise InputError(f"{self.out} already holds a run: pass --resume, or choose another 'out'")
 
@@ -92,17 +95,17 @@ class Trainer:
                 raise InputError(f"init_from {c.init_from} is a {meta['architecture']['name']}, config says {c.student}")
             self.net.load_state_dict(warm.state_dict())
         if c.method == "mean_teacher":
-            self.ema = build_student(c.student)
+            self.ema = build_student(c.student).to(self.device)
             self.ema.load_state_dict(self.net.state_dict())
             for p in self.ema.parameters():
                 p.requires_grad_(False)
         if c.method == "muduo":
             if c.teachers in ("both", "ct"):
-                self.banks["ct"] = TeacherBank(load_teacher("CT", c.ct_teacher), c.patch)
+                self.banks["ct"] = TeacherBank(load_teacher("CT", c.ct_teacher, self.device), c.patch)
             if c.teachers in ("both", "pet"):
-                self.banks["pet"] = TeacherBank(load_teacher("PET", c.pet_teacher), c.patch)
+                self.banks["pet"] = TeacherBank(load_teacher("PET", c.pet_teacher, self.device), c.patch)
                 self.prompt_net = load_or_train_prompt_net(data.labelled, c, self.out, self.shard, self.progress,
-                                                           reuse=resume)
+                                                           reuse=resume, device=self.device)
         opt_cls = torch.optim.SGD if c.optimiser == "sgd" else torch.optim.AdamW
         kw = {"momentum": c.momentum} if c.optimiser == "sgd" else {}
         self.optimiser = opt_cls(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay, **kw)
@@ -112,8 +115,9 @@ class Trainer:
         self.rng = np.random.default_rng(c.seed)
         self.noise = torch.Generator().manual_seed(c.seed)
         self.model = self.net
-        if self.shard.world > 1:
-            self.model = torch.nn.parallel.DistributedDataParallel(self.net)
+        if dist.is_initialized():  # under torchrun (also with one process: the nccl/gloo path is the same)
+            ids = [self.device] if self.device.type == "cuda" else None
+            self.model = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
 
     def _state(self) -> dict:
         return {"iteration": self.iteration, "student": self.net.state_dict(), "optimiser": self.optimiser.state_dict(),
@@ -156,9 +160,9 @@ class Trainer:
 
     def _region(self, case, pos: int) -> np.ndarray:
         if pos not in case.regions:
-            x = torch.from_numpy(np.ascontiguousarray(case.patch(pos, self.config.patch)[1:]))[None]
+            x = torch.from_numpy(np.ascontiguousarray(case.patch(pos, self.config.patch)[1:]))[None].to(self.device)
             with torch.no_grad():
-                case.regions[pos] = self.prompt_net(x).argmax(1)[0].numpy().astype(np.uint8)
+                case.regions[pos] = self.prompt_net(x).argmax(1)[0].cpu().numpy().astype(np.uint8)
         return case.regions[pos]
 
     def step(self, data: TrainingSet) -> Dict[str, float]:
@@ -171,12 +175,13 @@ class Trainer:
               for ci, pos, aug, _ in unl_local]
         if c.method == "mean_teacher" and xu:
             clean = torch.stack(xu)
-            noisy = clean + 0.1 * torch.randn(clean.shape, generator=self.noise)
+            noisy = clean + 0.1 * torch.randn(clean.shape, generator=self.noise)  # CPU stream: same on any device
             xu = list(noisy)
+            clean = clean.to(self.device)
         self.model.train()
-        logits = self.model(torch.stack(xs + xu))
+        logits = self.model(torch.stack(xs + xu).to(self.device))
         nl = len(xs)
-        sup = self.loss_fn(logits[:nl], torch.stack(ys)[:, None].long())
+        sup = self.loss_fn(logits[:nl], torch.stack(ys)[:, None].long().to(self.device))
         lam = consistency_weight(self.iteration, c.iterations, c.lambda_max)
         cons, stats = logits.sum() * 0.0, {}
         if c.method == "muduo":
@@ -203,7 +208,7 @@ class Trainer:
                 for e, p in zip(self.ema.parameters(), self.net.parameters()):
                     e.mul_(c.ema_decay).add_(p.detach(), alpha=1 - c.ema_decay)
         self.iteration += 1
-        values = torch.tensor([loss.item(), sup.item(), float(cons.detach())], dtype=torch.float64)
+        values = torch.tensor([loss.item(), sup.item(), float(cons.detach())], dtype=torch.float64, device=self.device)
         if shard.world > 1:
             dist.all_reduce(values)
             values /= shard.world
@@ -258,7 +263,8 @@ class Trainer:
         """Under DDP: every rank must hold the same weights at the end (a cheap checksum, gathered)."""
         if self.shard.world == 1:
             return
-        mine = torch.tensor([float(sum(p.double().sum() for p in self.net.state_dict().values()))], dtype=torch.float64)
+        mine = torch.tensor([float(sum(p.double().sum() for p in self.net.state_dict().values()))], dtype=torch.float64,
+                            device=self.device)
         sums = self.shard.gather(mine)
         if not torch.all(sums == sums[0]):
             raise RuntimeError(f"replicas diverged: parameter checksums {sums.tolist()}")
@@ -271,6 +277,8 @@ class Trainer:
         _atomic_save(self.out / "state.pt", self._state())
         provenance = {"method": self.config.method, "config": self.config.to_dict(), "iterations": self.iteration,
                       "seed": self.config.seed, "data": data.describe(), "processes": self.shard.world,
+                      "device": str(self.device) if self.device.type == "cpu" else torch.cuda.get_device_name(self.device),
+                      "backend": dist.get_backend() if dist.is_initialized() else None,
                       "seconds_this_session": round(seconds, 1), "selection": "last iteration (no model selection)",
                       "teachers": [b.teacher.describe() for b in self.banks.values() if b is not None]}
         save_student(self.out / "student.pt", self.net, self.config.student, preprocessing=self.prep,

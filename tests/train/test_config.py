@@ -29,6 +29,7 @@ def test_defaults_and_ablation_switches():
     ({"method": "muduo", "batch_unlabelled": 0}, "needs unlabelled"),
     ({"keep_fraction": 0}, "keep_fraction"),
     ({"datastore": None}, "must not be null"),
+    ({"device": "tpu"}, "'device'"),
 ])
 def test_bad_configs_name_the_field(values, message):
     with pytest.raises(InputError, match=message):

@@ -16,6 +16,7 @@ from mudo_app.models.checkpoint import load_student
 from mudo_app.train.config import config_from_dict
 from mudo_app.train.trainer import Trainer
 
+GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 PATCH = [32, 32, 32]  # 256 mm at 8 mm: the stand-in teachers' box
 
 
@@ -29,7 +30,7 @@ def datastore(tmp_path_factory):
 
 def _config(datastore, out, **kw):
     base = {"datastore": str(datastore), "out": str(out), "patch": PATCH, "iterations": 4,
-            "prompt_net_iterations": 3, "checkpoint_every": 2, "threads": 1}
+            "prompt_net_iterations": 3, "checkpoint_every": 2, "threads": 1, "device": "cpu"}
     return config_from_dict({**base, **kw})
 
 
@@ -69,6 +70,8 @@ def test_resume_reproduces_an_uninterrupted_run(datastore, tmp_path):
     assert len(_log(tmp_path / "part")) == 2
     with pytest.raises(InputError, match="already holds a run"):
         Trainer(_config(datastore, tmp_path / "part", iterations=4), progress=False).run()
+    # iterations, threads and device may change on resume (the same run), nothing else
+    Trainer(_config(datastore, tmp_path / "part", iterations=5, threads=2, device="auto"))._check_out(resume=True)
     Trainer(_config(datastore, tmp_path / "part", iterations=4), progress=False).run(resume=True)
     full, part = _log(tmp_path / "full"), _log(tmp_path / "part")
     assert [r["iteration"] for r in part] == [1, 2, 3, 4]
@@ -93,24 +96,58 @@ def test_bad_training_input_exits_2(datastore, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_ddp_two_processes_match_single_process(datastore, tmp_path):
-    """torchrun, 2 CPU processes (gloo): same losses as one process on the same global batch, and
-    identical replicas (the trainer checks parameter checksums across ranks at the end)."""
-    cfg = tmp_path / "c.json"
-    cfg.write_text(json.dumps(_config(datastore, tmp_path / "ddp", iterations=3).to_dict()))
+def _torchrun(cfg, nproc):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(port),
-           "-m", "mudo_app.cli", "train", "--config", str(cfg), "--no-progress"]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr", "127.0.0.1",
+           "--master_port", str(port), "-m", "mudo_app.cli", "train", "--config", str(cfg), "--no-progress"]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_ddp_two_processes_match_single_process(datastore, tmp_path):
+    """torchrun, 2 CPU processes (gloo): same losses as one process on the same global batch, and
+    identical replicas (the trainer checks parameter checksums across ranks at the end)."""
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(_config(datastore, tmp_path / "ddp", iterations=3, device="cpu").to_dict()))
+    res = _torchrun(cfg, 2)
     assert res.returncode == 0, res.stderr[-3000:]
-    Trainer(_config(datastore, tmp_path / "single", iterations=3), progress=False).run()
+    Trainer(_config(datastore, tmp_path / "single", iterations=3, device="cpu"), progress=False).run()
     ddp, single = _log(tmp_path / "ddp"), _log(tmp_path / "single")
     for key in ("loss", "supervised", "consistency"):
         np.testing.assert_allclose([r[key] for r in ddp], [r[key] for r in single], rtol=1e-4, atol=1e-6)
     assert json.loads((tmp_path / "ddp" / "config.json").read_text())["iterations"] == 3
     _, _, meta = load_student(tmp_path / "ddp" / "student.pt")
-    assert meta["provenance"]["processes"] == 2
+    assert meta["provenance"]["processes"] == 2 and meta["provenance"]["backend"] == "gloo"
+
+
+@GPU
+def test_gpu_training_follows_cpu_training(datastore, tmp_path):
+    """The same seeded MuDuo run on the GPU (TF32 off) and on the CPU: same initial weights and draws,
+    so the supervised losses agree closely; the checkpoint loads on the CPU and names the GPU."""
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        gpu = Trainer(_config(datastore, tmp_path / "gpu", iterations=3, device="cuda"), progress=False).run()
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+    Trainer(_config(datastore, tmp_path / "cpu", iterations=3, device="cpu"), progress=False).run()
+    g, c = _log(tmp_path / "gpu"), _log(tmp_path / "cpu")
+    np.testing.assert_allclose([r["supervised"] for r in g], [r["supervised"] for r in c], rtol=1e-3)
+    assert all(np.isfinite(r["consistency"]) for r in g) and g[-1]["ct_decoder_calls"] == 3 * 2 * 13
+    model, _, meta = load_student(gpu)
+    assert next(model.parameters()).device.type == "cpu"
+    assert meta["provenance"]["device"] == torch.cuda.get_device_name(0)
+
+
+@GPU
+def test_torchrun_on_gpu_uses_nccl(datastore, tmp_path):
+    """One process per GPU (as many as this machine has, at most 2), nccl; the replica check runs."""
+    nproc = min(2, torch.cuda.device_count())
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(_config(datastore, tmp_path / "ddp", iterations=2, device="cuda").to_dict()))
+    res = _torchrun(cfg, nproc)
+    assert res.returncode == 0, res.stderr[-3000:]
+    _, _, meta = load_student(tmp_path / "ddp" / "student.pt")
+    assert meta["provenance"]["backend"] == "nccl" and meta["provenance"]["processes"] == nproc
