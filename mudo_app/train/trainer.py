@@ -10,7 +10,9 @@ Files in ``config.out`` (written by rank 0 only, each atomically)::
 
 Random draws (patches, augmentation, fusion weights, point seeds) come from one stream seeded by
 ``config.seed`` and are identical on every rank; each rank computes its block of the global batch
-(``Shard``), and DistributedDataParallel averages the gradients. The model is the last iteration's:
+(``Shard``), and DistributedDataParallel averages the gradients. ``config.device`` places the networks,
+teachers and cached embeddings (CPU or GPU); patches and random draws stay on the CPU, so a GPU run
+starts from the same weights and batches as a CPU run. The model is the last iteration's:
 no model selection, so test labels are never looked at.
 """
 
