@@ -114,15 +114,20 @@ def test_layerwise_sliding_window_equals_the_whole_volume_for_a_pointwise_model(
     assert window_starts(90, 32, 0.25) == [0, 19, 39, 58] and window_starts(20, 32, 0.25) == [0]
 
 
+def _untrained_and_random_case(shape):
+    """A seeded untrained unet_lite and random CT (HU) / PET (SUV) arrays of ``shape``."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(1)
+    ct = rng.normal(0, 300, shape).astype(np.float32)
+    pet = rng.gamma(1, 1, shape).astype(np.float32)
+    return build_student("unet_lite").eval(), ct, pet
+
+
 def test_bf16_prediction_mostly_agrees_with_fp32():
     from mudo_app.predict import predict_arrays
     from mudo_app.transforms.intensity import StudentInput
 
-    torch.manual_seed(0)
-    net = build_student("unet_lite").eval()
-    rng = np.random.default_rng(1)
-    ct = rng.normal(0, 300, (48, 48, 48)).astype(np.float32)
-    pet = rng.gamma(1, 1, (48, 48, 48)).astype(np.float32)
+    net, ct, pet = _untrained_and_random_case((48, 48, 48))
     a = predict_arrays(net, StudentInput(), ct, pet, roi=(32, 32, 32), precision="fp32")
     b = predict_arrays(net, StudentInput(), ct, pet, roi=(32, 32, 32), precision="bf16")
     assert (a == b).mean() > 0.9
@@ -136,11 +141,7 @@ def test_gpu_prediction_agrees_with_cpu():
     from mudo_app.predict import predict_arrays
     from mudo_app.transforms.intensity import StudentInput
 
-    torch.manual_seed(0)
-    net = build_student("unet_lite").eval()
-    rng = np.random.default_rng(1)
-    ct = rng.normal(0, 300, (48, 40, 56)).astype(np.float32)
-    pet = rng.gamma(1, 1, (48, 40, 56)).astype(np.float32)
+    net, ct, pet = _untrained_and_random_case((48, 40, 56))
     cpu = predict_arrays(net, StudentInput(), ct, pet, roi=(32, 32, 32), precision="fp32")
     torch.backends.cudnn.allow_tf32 = False
     try:
