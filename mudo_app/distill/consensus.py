@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 FILTERS = ("top_fraction", "threshold", "none")
+TEACHERS = ("both", "ct", "pet")
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,8 @@ class ConsensusSettings:
     def __post_init__(self):
         if self.filter not in FILTERS:
             raise ValueError(f"filter must be one of {FILTERS}, got {self.filter!r}")
-        if self.teachers not in ("both", "ct", "pet"):
-            raise ValueError(f"teachers must be 'both', 'ct' or 'pet', got {self.teachers!r}")
+        if self.teachers not in TEACHERS:
+            raise ValueError(f"teachers must be one of {TEACHERS}, got {self.teachers!r}")
         if not 0 < self.keep_fraction <= 1:
             raise ValueError(f"keep_fraction must be in (0, 1], got {self.keep_fraction}")
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-from mudo_app.distill.consensus import FILTERS, ConsensusSettings
+from mudo_app.distill.consensus import FILTERS, TEACHERS, ConsensusSettings
 from mudo_app.errors import InputError
 from mudo_app.labels import LESION, NUM_CLASSES
 from mudo_app.models.student import STUDENTS
@@ -81,22 +81,12 @@ class TrainConfig:
         def bad(name, why):
             raise InputError(f"config field {name!r}: {why}")
 
-        if self.method not in METHODS:
-            bad("method", f"must be one of {METHODS}, got {self.method!r}")
-        if self.student not in STUDENTS:
-            bad("student", f"must be one of {sorted(STUDENTS)}, got {self.student!r}")
-        if self.classes not in CLASS_SETS:
-            bad("classes", f"must be one of {sorted(CLASS_SETS)}, got {self.classes!r}")
-        if self.augment not in AUGMENTATIONS:
-            bad("augment", f"must be one of {AUGMENTATIONS}, got {self.augment!r}")
-        if self.device not in DEVICES:
-            bad("device", f"must be one of {DEVICES}, got {self.device!r}")
-        if self.optimiser not in OPTIMISERS:
-            bad("optimiser", f"must be one of {OPTIMISERS}, got {self.optimiser!r}")
-        if self.filter not in FILTERS:
-            bad("filter", f"must be one of {FILTERS}, got {self.filter!r}")
-        if self.teachers not in ("both", "ct", "pet"):
-            bad("teachers", f"must be 'both', 'ct' or 'pet', got {self.teachers!r}")
+        choices = {"method": METHODS, "student": tuple(sorted(STUDENTS)), "classes": tuple(sorted(CLASS_SETS)),
+                   "augment": AUGMENTATIONS, "device": DEVICES, "optimiser": OPTIMISERS, "filter": FILTERS,
+                   "teachers": TEACHERS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                bad(name, f"must be one of {allowed}, got {getattr(self, name)!r}")
         if len(self.patch) != 3 or any(int(p) < 16 or int(p) % 16 for p in self.patch):
             bad("patch", f"needs three sides, each a multiple of 16, got {list(self.patch)}")
         for name in ("iterations", "batch_labelled", "k_points", "checkpoint_every"):

@@ -67,7 +67,8 @@ def train(datastore: Path, work: Path, device: torch.device, iterations: int = 0
                          {"datastore": str(datastore), "out": str(work / "student"), "device": device.type})
     if iterations:
         config = config.replace(iterations=iterations)
-    torch.cuda.reset_peak_memory_stats() if device.type == "cuda" else None
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     Trainer(config, progress=True).run(stop_after=WARM_UP)  # prompt network, first embeddings, kernels
     warm = time.perf_counter() - started
@@ -95,7 +96,8 @@ def whole_body(device: torch.device) -> list:
     rows = []
     for precision in ("fp32", "bf16"):
         predict_arrays(net, StudentInput(), ct[:96, :96, :96], pet[:96, :96, :96], roi=(64, 64, 64), precision=precision)
-        torch.cuda.synchronize() if device.type == "cuda" else None
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         started = time.perf_counter()
         predict_arrays(net, StudentInput(), ct, pet, roi=(64, 64, 64), overlap=0.25, precision=precision)
         rows.append({"shape": [2, *shape], "precision": precision, "seconds": round(time.perf_counter() - started, 2)})
