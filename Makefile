@@ -1,6 +1,7 @@
 # MuDuo Label — everything a fresh clone needs goes through these targets.
 #   make serve   set up, prepare the demo, start the server (127.0.0.1:8000)
-#   make test    set up, run the test suite (CPU)
+#   make test    set up, run the checks (make lint) and the test suite (CPU)
+#   make lint    set up, run ruff (lint + format check) and mypy
 #   make setup   set up only (.venv with pinned dependencies; idempotent, seconds when done)
 #   make demo    set up + prepare the demo under sample-datasets/demo/ (synthetic cases, MuDuo student)
 SHELL := /bin/bash
@@ -16,7 +17,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo serve clean-demo
+.PHONY: setup lint format test demo serve clean-demo
 
 setup: $(STAMP)
 
@@ -31,6 +32,16 @@ $(STAMP): requirements.txt tests/requirements.txt constraints.txt pyproject.toml
 	@$(PY) -c "import torch, monai, monailabel, mudo_app; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	@touch $(STAMP)
 	@echo "set-up done: $(VENV) ($$($(PY) -c 'import torch; print("torch", torch.__version__)'))"
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+# rewrite the tree the way `make lint` wants it (import order, pyupgrade, formatting)
+format: setup
+	$(VENV)/bin/ruff check --fix-only .
+	$(VENV)/bin/ruff format .
 
 test: setup
 	PYTHONPATH= $(PY) -m pytest $(PYTEST_ARGS)
