@@ -77,8 +77,10 @@ class MuDuoDatastore(LocalDatastore):
             except Exception as exc:
                 raise InputError(f"upload is not a readable NIfTI volume: {exc}") from exc
             if data.ndim != 4 or data.shape[3] != 2:
-                raise InputError(f"a PET/CT case is one 4-D NIfTI with CT and PET as its 2 channels (X, Y, Z, 2); "
-                                 f"got shape {tuple(data.shape)}")
+                raise InputError(
+                    f"a PET/CT case is one 4-D NIfTI with CT and PET as its 2 channels (X, Y, Z, 2); "
+                    f"got shape {tuple(data.shape)}"
+                )
             if not np.isfinite(data).all():
                 raise InputError("upload has NaN or infinite voxels")
             ct, pet = Volume(data[..., 0], img.affine), Volume(data[..., 1], img.affine)
@@ -89,4 +91,3 @@ class MuDuoDatastore(LocalDatastore):
             self._datastore.objects[case_id] = ImageLabelModel(image=DataModel(info=info, ext=".nii.gz"))
             self._update_datastore_file(lock=False)
         return case_id
-

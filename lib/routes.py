@@ -29,9 +29,13 @@ def install(instance) -> bool:
     from monailabel.endpoints import train
     from monailabel.endpoints.user.auth import RBAC, User
 
-    async def train_checked(model: str, params: Optional[dict] = None, run_sync: Optional[bool] = False,
-                            enqueue: Optional[bool] = False,
-                            user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN))):
+    async def train_checked(
+        model: str,
+        params: Optional[dict] = None,
+        run_sync: Optional[bool] = False,
+        enqueue: Optional[bool] = False,
+        user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN)),
+    ):
         task = instance._trainers.get(model)
         if task is None:
             raise not_found(f"unknown training task {model!r}; available: {sorted(instance._trainers)}")
@@ -44,9 +48,16 @@ def install(instance) -> bool:
         return FileResponse(path, media_type="application/gzip", filename=f"{image}_pet.nii.gz")
 
     prefix = settings.MONAI_LABEL_API_STR
-    routes = [APIRoute(f"{prefix}/train/{{model}}", train_checked, methods=["POST"],
-                       summary=f"{RBAC_ADMIN}Run a training task (request body checked first)"),
-              APIRoute(f"{prefix}/datastore/pet", download_pet, methods=["GET"],
-                       summary=f"{RBAC_USER}Download the PET of a case")]
+    routes = [
+        APIRoute(
+            f"{prefix}/train/{{model}}",
+            train_checked,
+            methods=["POST"],
+            summary=f"{RBAC_ADMIN}Run a training task (request body checked first)",
+        ),
+        APIRoute(
+            f"{prefix}/datastore/pet", download_pet, methods=["GET"], summary=f"{RBAC_USER}Download the PET of a case"
+        ),
+    ]
     server.router.routes[:0] = routes
     return True

@@ -54,8 +54,15 @@ def resolve_precision(precision: str, device: torch.device = torch.device("cpu")
 
 
 @torch.no_grad()
-def predict_arrays(model: torch.nn.Module, prep: StudentInput, ct: np.ndarray, pet: np.ndarray,
-                   roi: Sequence[int] = (96, 96, 96), overlap: float = 0.25, precision: str = "fp32") -> np.ndarray:
+def predict_arrays(
+    model: torch.nn.Module,
+    prep: StudentInput,
+    ct: np.ndarray,
+    pet: np.ndarray,
+    roi: Sequence[int] = (96, 96, 96),
+    overlap: float = 0.25,
+    precision: str = "fp32",
+) -> np.ndarray:
     """Sliding-window argmax label (X, Y, Z) uint8 for CT and PET arrays already on one grid.
 
     ``precision``: ``fp32``, ``bf16`` (autocast; logits are blended in fp32) or ``auto`` (bf16 where
@@ -79,13 +86,13 @@ def predict_arrays(model: torch.nn.Module, prep: StudentInput, ct: np.ndarray, p
     for n, k0 in enumerate(starts[2]):
         for i0 in starts[0]:
             for j0 in starts[1]:
-                window = x[None, :, i0:i0 + roi[0], j0:j0 + roi[1], k0:k0 + roi[2]].to(device)
+                window = x[None, :, i0 : i0 + roi[0], j0 : j0 + roi[1], k0 : k0 + roi[2]].to(device)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     logits = model(window.contiguous(memory_format=torch.channels_last_3d))[0]
                 logits = logits.permute(1, 2, 3, 0).cpu()  # a view on CPU: the output is channels-last already
                 if acc is None:
                     acc = torch.zeros((*full[:2], roi[2], logits.shape[-1]))
-                acc[i0:i0 + roi[0], j0:j0 + roi[1]].addcmul_(logits.float(), weight)
+                acc[i0 : i0 + roi[0], j0 : j0 + roi[1]].addcmul_(logits.float(), weight)
         nxt = starts[2][n + 1] if n + 1 < len(starts[2]) else k0 + roi[2]
         done = nxt - k0  # layers before the next window layer receive nothing more
         out[..., k0:nxt] = acc[:, :, :done].argmax(-1).numpy()
@@ -95,12 +102,21 @@ def predict_arrays(model: torch.nn.Module, prep: StudentInput, ct: np.ndarray, p
     return out[: shape[0], : shape[1], : shape[2]]
 
 
-def predict_volume(model: torch.nn.Module, prep: StudentInput, ct: Volume, pet: Volume,
-                   roi=(96, 96, 96), overlap: float = 0.25, precision: str = "fp32") -> Volume:
+def predict_volume(
+    model: torch.nn.Module,
+    prep: StudentInput,
+    ct: Volume,
+    pet: Volume,
+    roi=(96, 96, 96),
+    overlap: float = 0.25,
+    precision: str = "fp32",
+) -> Volume:
     """Label map (uint8, 0..13) on the PET grid (the case grid) with the PET's affine."""
     original_shape = ct.shape
     ct, moved = ct_on_pet_grid(ct, pet)
     if moved:
-        print(f"warning: CT {original_shape} was not on the PET grid {pet.shape}; resampled the CT onto the PET grid",
-              file=sys.stderr)
+        print(
+            f"warning: CT {original_shape} was not on the PET grid {pet.shape}; resampled the CT onto the PET grid",
+            file=sys.stderr,
+        )
     return Volume(predict_arrays(model, prep, ct.array, pet.array, roi, overlap, precision), pet.affine.copy())

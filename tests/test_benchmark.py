@@ -20,8 +20,9 @@ def test_unknown_method_exits_2(capsys, tmp_path):
 
 
 def test_a_tiny_benchmark_writes_the_documented_schema(tmp_path):
-    preset = Preset("tiny", ("supervised",), (0,), iterations=2, unlabelled=1, test_cases=1, labelled=1,
-                    prompt_net_iterations=1)
+    preset = Preset(
+        "tiny", ("supervised",), (0,), iterations=2, unlabelled=1, test_cases=1, labelled=1, prompt_net_iterations=1
+    )
     result = run_benchmark(preset, tmp_path, threads=1, progress=False)
     saved = json.loads((tmp_path / "benchmark.json").read_text())
     assert saved["preset"]["name"] == "tiny" and saved["complete"] is True and "CPU cores" in saved["machine"]

@@ -9,19 +9,41 @@ from mudo_app.io.datastore import PetCtDatastore
 
 def test_sample_data_datastore(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["sample-data", "--out", str(out), "--cases", "3", "--labelled", "1", "--seed", "4",
-                 "--spacing", "8", "8", "8", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "sample-data",
+                "--out",
+                str(out),
+                "--cases",
+                "3",
+                "--labelled",
+                "1",
+                "--seed",
+                "4",
+                "--spacing",
+                "8",
+                "8",
+                "8",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "wrote 3 synthetic case(s)" in capsys.readouterr().out
     ds = PetCtDatastore(out)
     assert ds.case_ids() == ["syn000", "syn001", "syn002"] and ds.labelled_ids() == ["syn000"]
     assert ds.load_case("syn001").ct.shape == (60, 40, 100)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--cases", "0"], "--cases must be at least 1"),
-    (["--cases", "2", "--labelled", "3"], "--labelled must be in 0..2"),
-    (["--spacing", "0", "1", "1"], "--spacing"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--cases", "0"], "--cases must be at least 1"),
+        (["--cases", "2", "--labelled", "3"], "--labelled must be in 0..2"),
+        (["--spacing", "0", "1", "1"], "--spacing"),
+    ],
+)
 def test_sample_data_bad_arguments(tmp_path, capsys, args, message):
     assert main(["sample-data", "--out", str(tmp_path / "o"), *args]) == 2
     assert message in capsys.readouterr().err

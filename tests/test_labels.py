@@ -19,8 +19,9 @@ def test_check_label_values_accepts(values):
     labels.check_label_values(np.array(values, np.uint8))
 
 
-@pytest.mark.parametrize("values, match", [([0, 14], r"\[14\]"), ([-1, 0], r"\[-1\]"), ([0.5], "whole"),
-                                           ([np.nan], "whole")])
+@pytest.mark.parametrize(
+    "values, match", [([0, 14], r"\[14\]"), ([-1, 0], r"\[-1\]"), ([0.5], "whole"), ([np.nan], "whole")]
+)
 def test_check_label_values_rejects(values, match):
     with pytest.raises(ValueError, match=match):
         labels.check_label_values(np.array(values, np.float32))

@@ -54,8 +54,26 @@ def _case_files(tmp_path):
 def test_predict_writes_label_on_the_pet_grid(tmp_path, student_path, capsys):
     ct_path, pet_path, pet = _case_files(tmp_path)
     out = tmp_path / "label.nii.gz"
-    assert main(["predict", "--ct", str(ct_path), "--pet", str(pet_path), "--out", str(out), "--model",
-                 str(student_path), "--roi", "32", "32", "32"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--ct",
+                str(ct_path),
+                "--pet",
+                str(pet_path),
+                "--out",
+                str(out),
+                "--model",
+                str(student_path),
+                "--roi",
+                "32",
+                "32",
+                "32",
+            ]
+        )
+        == 0
+    )
     label = load_volume(out)
     assert label.shape == pet.shape and label.array.dtype == np.uint8 and label.array.max() <= 13
     np.testing.assert_allclose(label.affine, pet.affine)
@@ -67,15 +85,39 @@ def test_predict_resamples_a_ct_on_another_grid_with_a_warning(tmp_path, student
     ct = load_volume(ct_path)
     save_volume(Volume(ct.array[::2, ::2, ::2].copy(), ct.affine @ np.diag([2.0, 2.0, 2.0, 1.0])), ct_path)
     out = tmp_path / "label.nii.gz"
-    assert main(["predict", "--ct", str(ct_path), "--pet", str(pet_path), "--out", str(out), "--model",
-                 str(student_path), "--roi", "32", "32", "32"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--ct",
+                str(ct_path),
+                "--pet",
+                str(pet_path),
+                "--out",
+                str(out),
+                "--model",
+                str(student_path),
+                "--roi",
+                "32",
+                "32",
+                "32",
+            ]
+        )
+        == 0
+    )
     assert "resampled the CT onto the PET grid" in capsys.readouterr().err
     assert load_volume(out).shape == pet.shape
 
 
-@pytest.mark.parametrize("change, message", [
-    ("nan", "NaN"), ("2d", "3-D"), ("out", "--out must end"), ("roi", "--roi"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ("nan", "NaN"),
+        ("2d", "3-D"),
+        ("out", "--out must end"),
+        ("roi", "--roi"),
+    ],
+)
 def test_predict_bad_input_exit_2_nothing_written(tmp_path, student_path, capsys, change, message):
     ct_path, pet_path, pet = _case_files(tmp_path)
     out = tmp_path / ("label.png" if change == "out" else "label.nii.gz")
@@ -86,15 +128,34 @@ def test_predict_bad_input_exit_2_nothing_written(tmp_path, student_path, capsys
         save_volume(Volume(arr, pet.affine), pet_path)
     if change == "2d":
         import nibabel as nib
+
         nib.save(nib.Nifti1Image(np.zeros((5, 5), np.float32), np.eye(4)), str(pet_path))
-    assert main(["predict", "--ct", str(ct_path), "--pet", str(pet_path), "--out", str(out), "--model",
-                 str(student_path), "--roi", *roi]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "--ct",
+                str(ct_path),
+                "--pet",
+                str(pet_path),
+                "--out",
+                str(out),
+                "--model",
+                str(student_path),
+                "--roi",
+                *roi,
+            ]
+        )
+        == 2
+    )
     assert message in capsys.readouterr().err
     assert not out.exists()
 
 
-@pytest.mark.parametrize("shape,roi,overlap", [((70, 50, 90), (32, 32, 32), 0.25), ((20, 50, 33), (32, 32, 32), 0.5),
-                                               ((64, 64, 64), (32, 32, 16), 0.0)])
+@pytest.mark.parametrize(
+    "shape,roi,overlap",
+    [((70, 50, 90), (32, 32, 32), 0.25), ((20, 50, 33), (32, 32, 32), 0.5), ((64, 64, 64), (32, 32, 16), 0.0)],
+)
 def test_layerwise_sliding_window_equals_the_whole_volume_for_a_pointwise_model(shape, roi, overlap):
     """With a 1x1x1 convolution every window agrees with the whole-volume output, so any bookkeeping
     error of the layer-by-layer accumulation (shifts, padding, last layer) shows as a mismatch."""

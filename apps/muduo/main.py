@@ -39,10 +39,16 @@ class MuDuoApp(MONAILabelApp):
         self.resources = Resources(self.server_config)
         self.served = RecentlyServed(self.server_config.recent_minutes)
         self._publish_initial_student()
-        super().__init__(app_dir=app_dir, studies=studies, conf=conf, name="MuDuo Label",
-                         description="PET/CT segmentation of 12 organs and lesions: a prompt-free MuDuo student, "
-                                     "click refinement through the CT and PET teachers, background retraining",
-                         version=__version__, labels=label_names())
+        super().__init__(
+            app_dir=app_dir,
+            studies=studies,
+            conf=conf,
+            name="MuDuo Label",
+            description="PET/CT segmentation of 12 organs and lesions: a prompt-free MuDuo student, "
+            "click refinement through the CT and PET teachers, background retraining",
+            version=__version__,
+            labels=label_names(),
+        )
 
     def _publish_initial_student(self) -> None:
         conf = self.server_config
@@ -55,20 +61,27 @@ class MuDuoApp(MONAILabelApp):
 
     # ---- tasks -------------------------------------------------------------------------------------
     def init_datastore(self):
-        return MuDuoDatastore(self.studies, auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
-                              read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY)
+        return MuDuoDatastore(
+            self.studies,
+            auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+            read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
+        )
 
     def init_infers(self):
-        return {"muduo_student": MuDuoStudentInfer(self.resources),
-                "sam_med3d_ct": SamMed3DCTInfer(self.resources),
-                "seganypet_pet": SegAnyPETInfer(self.resources)}
+        return {
+            "muduo_student": MuDuoStudentInfer(self.resources),
+            "sam_med3d_ct": SamMed3DCTInfer(self.resources),
+            "seganypet_pet": SegAnyPETInfer(self.resources),
+        }
 
     def init_trainers(self):
         return {"muduo": MuDuoTrainTask(self.resources, self.studies)}
 
     def init_strategies(self):
-        return {"teacher_disagreement": TeacherDisagreement(self.resources, self.served),
-                "random": RandomUnlabelled(self.served)}
+        return {
+            "teacher_disagreement": TeacherDisagreement(self.resources, self.served),
+            "random": RandomUnlabelled(self.served),
+        }
 
     def on_init_complete(self):
         super().on_init_complete()
@@ -98,8 +111,10 @@ class MuDuoApp(MONAILabelApp):
             self._datastore.require(image)
             request = {**request, "pet": self._datastore.pet_uri(image)}
         elif model != "sam_med3d_ct":  # an uploaded file carries one modality
-            raise unprocessable(f"{model} needs the case's CT and PET: add the case with PUT /datastore/image "
-                                "(one 4-D NIfTI, CT and PET as its 2 channels), then infer by image id")
+            raise unprocessable(
+                f"{model} needs the case's CT and PET: add the case with PUT /datastore/image "
+                "(one 4-D NIfTI, CT and PET as its 2 channels), then infer by image id"
+            )
         with http_errors():
             return super().infer(request, datastore)
 
@@ -109,4 +124,3 @@ class MuDuoApp(MONAILabelApp):
             raise not_found(f"unknown strategy {strategy!r}; available: {sorted(self._strategies)}")
         with http_errors():
             return super().next_sample(request)
-

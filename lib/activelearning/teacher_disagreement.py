@@ -18,8 +18,10 @@ logger = logging.getLogger(__name__)
 
 class TeacherDisagreement(Strategy):
     def __init__(self, resources: Resources, served: RecentlyServed):
-        super().__init__("Unlabelled case where the CT and PET teachers, and the student, disagree most "
-                         "(not one served to another client in the last minutes)")
+        super().__init__(
+            "Unlabelled case where the CT and PET teachers, and the student, disagree most "
+            "(not one served to another client in the last minutes)"
+        )
         self.resources = resources
         self.served = served
         self._scores: Dict[Tuple[str, int], Dict[str, Any]] = {}  # (case, student mtime) -> score
@@ -46,5 +48,9 @@ class TeacherDisagreement(Strategy):
         scored = sorted(((self.score(datastore, i)["score"], i) for i in candidates), key=lambda t: (-t[0], t[1]))
         best_score, best = scored[0]
         self.served.mark(best, client)
-        return {"id": best, "score": round(best_score, 4), "strategy": "teacher_disagreement",
-                "per_structure": self.score(datastore, best)["per_structure"]}
+        return {
+            "id": best,
+            "score": round(best_score, 4),
+            "strategy": "teacher_disagreement",
+            "per_structure": self.score(datastore, best)["per_structure"],
+        }

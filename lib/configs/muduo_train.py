@@ -16,16 +16,50 @@ from mudo_app.errors import InputError
 from mudo_app.train.config import TrainConfig, config_from_dict
 
 ITERATIONS_PER_EPOCH = 50
-OWN_KEYS = {"max_iterations", "max_epochs", "train_batch_size", "pretrained", "seed", "method", "filter", "teachers",
-            "k_points", "lr"}
+OWN_KEYS = {
+    "max_iterations",
+    "max_epochs",
+    "train_batch_size",
+    "pretrained",
+    "seed",
+    "method",
+    "filter",
+    "teachers",
+    "k_points",
+    "lr",
+}
 # added by MONAI Label's train endpoint / task runner or sent by the 3D Slicer plugin; not used here
-PLATFORM_KEYS = {"model", "bundle_path", "name", "device", "client_id", "tracking", "tracking_uri",
-                 "tracking_experiment_name", "multi_gpu", "gpus", "val_split", "val_batch_size", "dataset",
-                 "dataloader", "early_stop_patience", "local_rank", "run_id", "enqueue"}
+PLATFORM_KEYS = {
+    "model",
+    "bundle_path",
+    "name",
+    "device",
+    "client_id",
+    "tracking",
+    "tracking_uri",
+    "tracking_experiment_name",
+    "multi_gpu",
+    "gpus",
+    "val_split",
+    "val_batch_size",
+    "dataset",
+    "dataloader",
+    "early_stop_patience",
+    "local_rank",
+    "run_id",
+    "enqueue",
+}
 
 
-def train_config(request: Dict[str, Any], studies: str, default_iterations: int, out: Path,
-                 init_from: Path = None, ct_teacher=None, pet_teacher=None) -> TrainConfig:
+def train_config(
+    request: Dict[str, Any],
+    studies: str,
+    default_iterations: int,
+    out: Path,
+    init_from: Path = None,
+    ct_teacher=None,
+    pet_teacher=None,
+) -> TrainConfig:
     """A checked TrainConfig for one server training run (InputError names a bad key or value)."""
     unknown = sorted(set(request) - OWN_KEYS - PLATFORM_KEYS)
     if unknown:
@@ -38,11 +72,16 @@ def train_config(request: Dict[str, Any], studies: str, default_iterations: int,
     pretrained = request.get("pretrained", True)
     if isinstance(pretrained, str):
         pretrained = pretrained.lower() in ("1", "true", "yes")
-    values = {"datastore": str(studies), "out": str(out), "iterations": iterations,
-              "checkpoint_every": max(1, min(100, iterations)), "prompt_net_iterations": min(150, 3 * iterations),
-              "init_from": str(init_from) if (pretrained and init_from and Path(init_from).is_file()) else None,
-              "ct_teacher": str(ct_teacher) if ct_teacher else None,
-              "pet_teacher": str(pet_teacher) if pet_teacher else None}
+    values = {
+        "datastore": str(studies),
+        "out": str(out),
+        "iterations": iterations,
+        "checkpoint_every": max(1, min(100, iterations)),
+        "prompt_net_iterations": min(150, 3 * iterations),
+        "init_from": str(init_from) if (pretrained and init_from and Path(init_from).is_file()) else None,
+        "ct_teacher": str(ct_teacher) if ct_teacher else None,
+        "pet_teacher": str(pet_teacher) if pet_teacher else None,
+    }
     if request.get("train_batch_size") is not None:
         values["batch_labelled"] = _positive_int(request, "train_batch_size")
     if request.get("seed") is not None:

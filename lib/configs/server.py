@@ -20,8 +20,19 @@ from mudo_app.models.teachers import Teacher, load_teacher
 from mudo_app.predict import predict_volume
 
 # --conf keys MONAI Label itself (or its sample apps) use; passed through untouched
-MONAI_LABEL_KEYS = {"models", "preload", "skip_scoring", "skip_strategies", "skip_trainers", "server_mode",
-                    "tracking", "tracking_uri", "tracking_experiment_name", "epistemic_enabled", "use_pretrained_model"}
+MONAI_LABEL_KEYS = {
+    "models",
+    "preload",
+    "skip_scoring",
+    "skip_strategies",
+    "skip_trainers",
+    "server_mode",
+    "tracking",
+    "tracking_uri",
+    "tracking_experiment_name",
+    "epistemic_enabled",
+    "use_pretrained_model",
+}
 
 
 @dataclass(frozen=True)
@@ -63,9 +74,15 @@ class ServerConfig:
         precision = conf.get("precision", "auto")
         if precision not in ("auto", "fp32", "bf16"):
             raise InputError(f"--conf precision must be auto, fp32 or bf16, got {precision!r}")
-        return ServerConfig(model_dir=path("model_dir") or Path(app_dir) / "model", student=path("student") or DEMO_STUDENT,
-                            ct_teacher=path("ct_teacher"), pet_teacher=path("pet_teacher"), train_iterations=iterations,
-                            precision=precision, recent_minutes=recent)
+        return ServerConfig(
+            model_dir=path("model_dir") or Path(app_dir) / "model",
+            student=path("student") or DEMO_STUDENT,
+            ct_teacher=path("ct_teacher"),
+            pet_teacher=path("pet_teacher"),
+            train_iterations=iterations,
+            precision=precision,
+            recent_minutes=recent,
+        )
 
 
 class Resources:
@@ -89,7 +106,9 @@ class Resources:
         """(model, prep, meta) of the published student, reloaded when the file changed (after training)."""
         path = self.config.published_student
         if not path.is_file():
-            raise FileNotFoundError(f"no student published at {path}: run `make demo`, or train one with POST /train/muduo")
+            raise FileNotFoundError(
+                f"no student published at {path}: run `make demo`, or train one with POST /train/muduo"
+            )
         with self._lock:
             mtime = os.stat(path).st_mtime_ns
             if self._student is None or self._student[0] != mtime:

@@ -13,10 +13,29 @@ from mudo_app.io.volume import Volume, save_volume
 EXTENSIONS = (".nii.gz", ".nii", ".nrrd")
 DTYPES = {"uint8": np.uint8, "uint16": np.uint16, "int16": np.int16, "int32": np.int32, "float32": np.float32}
 # params MONAI Label and the 3D Slicer plugin add to every infer request
-COMMON_PARAMS = {"model", "image", "device", "result_extension", "result_dtype", "result_compress", "client_id",
-                 "description", "save_label", "label_tag", "label_info", "session", "timeout", "cache_transforms",
-                 "cache_transforms_in_memory", "cache_transforms_ttl", "pipeline", "output", "largest_cc",
-                 "restore_label_idx", "label"}
+COMMON_PARAMS = {
+    "model",
+    "image",
+    "device",
+    "result_extension",
+    "result_dtype",
+    "result_compress",
+    "client_id",
+    "description",
+    "save_label",
+    "label_tag",
+    "label_info",
+    "session",
+    "timeout",
+    "cache_transforms",
+    "cache_transforms_in_memory",
+    "cache_transforms_ttl",
+    "pipeline",
+    "output",
+    "largest_cc",
+    "restore_label_idx",
+    "label",
+}
 
 
 def check_params(request: Dict[str, Any], extra=()) -> None:

@@ -19,8 +19,12 @@ class MuDuoStudentInfer(InferTask):
     in by the app from the image id. Output: labels 0..13 on exactly the CT/PET grid and affine."""
 
     def __init__(self, resources: Resources):
-        super().__init__(InferType.SEGMENTATION, label_names(), 3,
-                         "MuDuo student: prompt-free PET/CT segmentation of 12 organs and lesions")
+        super().__init__(
+            InferType.SEGMENTATION,
+            label_names(),
+            3,
+            "MuDuo student: prompt-free PET/CT segmentation of 12 organs and lesions",
+        )
         self.resources = resources
 
     def get_path(self, validate=True):
@@ -39,7 +43,9 @@ class MuDuoStudentInfer(InferTask):
         loaded = time.perf_counter()
         label = self.resources.predict(ct, pet)
         done = time.perf_counter()
-        params = {"label_names": label_names(), "latency": {"load": round(loaded - started, 3),
-                                                             "infer": round(done - loaded, 3)},
-                  "student": {"method": meta["provenance"].get("method"), "iterations": meta["provenance"].get("iterations")}}
+        params = {
+            "label_names": label_names(),
+            "latency": {"load": round(loaded - started, 3), "infer": round(done - loaded, 3)},
+            "student": {"method": meta["provenance"].get("method"), "iterations": meta["provenance"].get("iterations")},
+        }
         return write_result(label, request), params

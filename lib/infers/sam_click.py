@@ -78,8 +78,11 @@ class SamClickInfer(InferTask):
         name, value = (label, NAME_TO_ID[label]) if NAME_TO_ID.get(label, 0) > 0 else ("foreground", 1)
         mask = Volume(result.mask.astype(np.uint8) * value, predictor.affine)
         done = time.perf_counter()
-        params = {"label_names": {name: value}, "iou_estimate": result.iou,
-                  "embedding_reused": predictor.encoder_calls == calls,
-                  "latency": {"image": round(ready - started, 3), "click": round(done - ready, 3)},
-                  "teacher": self.describe()}
+        params = {
+            "label_names": {name: value},
+            "iou_estimate": result.iou,
+            "embedding_reused": predictor.encoder_calls == calls,
+            "latency": {"image": round(ready - started, 3), "click": round(done - ready, 3)},
+            "teacher": self.describe(),
+        }
         return write_result(mask, request), params

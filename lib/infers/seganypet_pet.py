@@ -8,5 +8,8 @@ class SegAnyPETInfer(SamClickInfer):
     modality = "PET"
 
     def __init__(self, resources: Resources):
-        super().__init__(resources, "SegAnyPET (PET teacher): segment a structure from foreground/background clicks "
-                                    "on the case's PET (clicks in the CT's voxel indices; one grid)")
+        super().__init__(
+            resources,
+            "SegAnyPET (PET teacher): segment a structure from foreground/background clicks "
+            "on the case's PET (clicks in the CT's voxel indices; one grid)",
+        )

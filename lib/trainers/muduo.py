@@ -27,8 +27,10 @@ logger = logging.getLogger(__name__)
 
 class MuDuoTrainTask(TrainTask):
     def __init__(self, resources: Resources, studies: str):
-        super().__init__("MuDuo: semi-supervised retraining of the student from the labelled and unlabelled cases "
-                         "(frozen CT + PET teachers)")
+        super().__init__(
+            "MuDuo: semi-supervised retraining of the student from the labelled and unlabelled cases "
+            "(frozen CT + PET teachers)"
+        )
         self.resources = resources
         self.studies = studies
 
@@ -37,8 +39,12 @@ class MuDuoTrainTask(TrainTask):
         return self.resources.config.model_dir / "runs"
 
     def config(self) -> Dict[str, Any]:
-        return {"max_iterations": self.resources.config.train_iterations, "pretrained": True, "seed": 0,
-                "method": "muduo"}
+        return {
+            "max_iterations": self.resources.config.train_iterations,
+            "pretrained": True,
+            "seed": 0,
+            "method": "muduo",
+        }
 
     def stats(self) -> Dict[str, Any]:
         path = self.resources.config.model_dir / "train_stats.json"
@@ -47,8 +53,15 @@ class MuDuoTrainTask(TrainTask):
     def check(self, request: Dict[str, Any]):
         """Validate a request body before anything starts (used by the server's train route)."""
         conf = self.resources.config
-        return train_config(request, self.studies, conf.train_iterations, self.runs / "check",
-                            conf.published_student, conf.ct_teacher, conf.pet_teacher)
+        return train_config(
+            request,
+            self.studies,
+            conf.train_iterations,
+            self.runs / "check",
+            conf.published_student,
+            conf.ct_teacher,
+            conf.pet_teacher,
+        )
 
     def __call__(self, request: Dict[str, Any], datastore) -> Dict[str, Any]:
         from mudo_app.train.trainer import Trainer
@@ -57,9 +70,18 @@ class MuDuoTrainTask(TrainTask):
         run = self.runs / time.strftime("%Y%m%d-%H%M%S")
         started = time.time()
         try:
-            config = train_config(request, self.studies, conf.train_iterations, run,
-                                  conf.published_student, conf.ct_teacher, conf.pet_teacher)
-            print(f"MuDuo training: {config.iterations} iterations, method {config.method}, run folder {run}", flush=True)
+            config = train_config(
+                request,
+                self.studies,
+                conf.train_iterations,
+                run,
+                conf.published_student,
+                conf.ct_teacher,
+                conf.pet_teacher,
+            )
+            print(
+                f"MuDuo training: {config.iterations} iterations, method {config.method}, run folder {run}", flush=True
+            )
             student = Trainer(config, progress=True).run()
         except InputError as exc:
             print(f"MuDuo training refused: {exc}", flush=True)
@@ -68,9 +90,14 @@ class MuDuoTrainTask(TrainTask):
             print(f"MuDuo training failed: {type(exc).__name__}: {exc}", flush=True)
             raise
         self.publish(student)
-        stats = {"last_run": str(run), "iterations": config.iterations, "method": config.method,
-                 "seconds": round(time.time() - started, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-                 "warm_start": config.init_from is not None}
+        stats = {
+            "last_run": str(run),
+            "iterations": config.iterations,
+            "method": config.method,
+            "seconds": round(time.time() - started, 1),
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "warm_start": config.init_from is not None,
+        }
         tmp = conf.model_dir / ".tmp-train_stats.json"
         tmp.write_text(json.dumps(stats, indent=2))
         os.replace(tmp, conf.model_dir / "train_stats.json")

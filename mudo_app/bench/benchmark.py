@@ -56,8 +56,9 @@ PRESETS = {
     # <= 10 minutes on 2 CPU cores: two rows, one seed
     "quick": Preset("quick", ("supervised", "muduo"), (0,), iterations=500, unlabelled=5, test_cases=3),
     # every row, three seeds: about 1.5-2 hours on 2 CPU cores
-    "full": Preset("full", tuple(METHODS), (0, 1, 2), iterations=400, unlabelled=8, test_cases=4,
-                   prompt_net_iterations=200),
+    "full": Preset(
+        "full", tuple(METHODS), (0, 1, 2), iterations=400, unlabelled=8, test_cases=4, prompt_net_iterations=200
+    ),
 }
 TEST_SEED_OFFSET = 1000  # test cases come from another generator seed than the training pool
 
@@ -66,15 +67,18 @@ def _score(model, prep, meta, cases) -> dict:
     rows = []
     for case in cases:
         pred = predict_arrays(model, prep, case.ct.array, case.pet.array, roi=training_patch(meta))
-        rows.append(evaluate_labels(case.case_id, case.label.array.astype(np.int64), pred.astype(np.int64),
-                                    case.ct.spacing))
+        rows.append(
+            evaluate_labels(case.case_id, case.label.array.astype(np.int64), pred.astype(np.int64), case.ct.spacing)
+        )
     mean = summarise(rows)
     per = mean["per_class"]
     hd = [m["hd95_mm"] for m in per.values() if np.isfinite(m["hd95_mm"])]
-    return {"dice": float(np.mean([m["dice"] for m in per.values()])),
-            "hd95_mm": float(np.mean(hd)) if hd else float("nan"),
-            "missed": int(sum(m["missed"] for m in per.values())),
-            "per_class_dice": {n: m["dice"] for n, m in per.items()}}
+    return {
+        "dice": float(np.mean([m["dice"] for m in per.values()])),
+        "hd95_mm": float(np.mean(hd)) if hd else float("nan"),
+        "missed": int(sum(m["missed"] for m in per.values())),
+        "per_class_dice": {n: m["dice"] for n, m in per.items()},
+    }
 
 
 def run_benchmark(preset: Preset, out: Path, threads: int = 2, progress: bool = True) -> dict:
@@ -93,20 +97,39 @@ def run_benchmark(preset: Preset, out: Path, threads: int = 2, progress: bool = 
         per_seed: List[dict] = []
         for seed in preset.seeds:
             run = out / "runs" / name / f"seed{seed}"
-            cfg = config_from_dict({"datastore": str(data), "out": str(run), "seed": seed, "threads": threads,
-                                    "iterations": preset.iterations, "checkpoint_every": preset.iterations,
-                                    "prompt_net_iterations": preset.prompt_net_iterations, **METHODS[name]})
+            cfg = config_from_dict(
+                {
+                    "datastore": str(data),
+                    "out": str(run),
+                    "seed": seed,
+                    "threads": threads,
+                    "iterations": preset.iterations,
+                    "checkpoint_every": preset.iterations,
+                    "prompt_net_iterations": preset.prompt_net_iterations,
+                    **METHODS[name],
+                }
+            )
             seconds = _train_once(cfg, run, progress)
             model, prep, meta = load_student(run / "student.pt")
             score = _score(model, prep, meta, test)
             calls = _teacher_calls(run)
-            per_seed.append({"seed": seed, **score, "train_seconds": seconds,
-                             "seconds_per_iteration": None if seconds is None else round(seconds / preset.iterations, 3),
-                             **calls})
+            per_seed.append(
+                {
+                    "seed": seed,
+                    **score,
+                    "train_seconds": seconds,
+                    "seconds_per_iteration": None if seconds is None else round(seconds / preset.iterations, 3),
+                    **calls,
+                }
+            )
         dice = [r["dice"] for r in per_seed]
         hd = [r["hd95_mm"] for r in per_seed if np.isfinite(r["hd95_mm"])]
-        methods[name] = {"dice_mean": float(np.mean(dice)), "dice_std": float(np.std(dice)),
-                         "hd95_mean": float(np.mean(hd)) if hd else float("nan"), "per_seed": per_seed}
+        methods[name] = {
+            "dice_mean": float(np.mean(dice)),
+            "dice_std": float(np.std(dice)),
+            "hd95_mean": float(np.mean(hd)) if hd else float("nan"),
+            "per_seed": per_seed,
+        }
         if name != preset.methods[-1]:  # partial results after every row: a long run can be read as it goes
             write_outputs(_result(preset, methods, started, complete=False), out)
     result = _result(preset, methods, started, complete=True)
@@ -131,15 +154,24 @@ def _train_once(cfg, run: Path, progress: bool) -> Optional[float]:
 
 def _result(preset: Preset, methods: Dict[str, dict], started: float, complete: bool) -> dict:
     timed = [r["train_seconds"] for m in methods.values() for r in m["per_seed"] if r["train_seconds"] is not None]
-    return {"preset": asdict(preset), "machine": describe(), "complete": complete,
-            "minutes": round((time.perf_counter() - started) / 60, 1),  # this invocation (finished runs are reused)
-            "training_minutes_all_runs": round(sum(timed) / 60, 1),
-            "teacher_cost": teacher_cost_report(methods, preset) if complete else None,
-            "data": {"training_cases": preset.labelled + preset.unlabelled, "labelled": preset.labelled,
-                     "test_cases": preset.test_cases, "test_seed": TEST_SEED_OFFSET, "pet": "synthetic"},
-            "metrics": "Dice: mean over the 13 classes of the mean over test cases (missed = 0); HD95 in mm, "
-                       "structures found only (misses counted apart); std over seeds",
-            "methods": methods}
+    return {
+        "preset": asdict(preset),
+        "machine": describe(),
+        "complete": complete,
+        "minutes": round((time.perf_counter() - started) / 60, 1),  # this invocation (finished runs are reused)
+        "training_minutes_all_runs": round(sum(timed) / 60, 1),
+        "teacher_cost": teacher_cost_report(methods, preset) if complete else None,
+        "data": {
+            "training_cases": preset.labelled + preset.unlabelled,
+            "labelled": preset.labelled,
+            "test_cases": preset.test_cases,
+            "test_seed": TEST_SEED_OFFSET,
+            "pet": "synthetic",
+        },
+        "metrics": "Dice: mean over the 13 classes of the mean over test cases (missed = 0); HD95 in mm, "
+        "structures found only (misses counted apart); std over seeds",
+        "methods": methods,
+    }
 
 
 def teacher_cost_report(methods: Dict[str, dict], preset: Preset) -> dict:
@@ -159,12 +191,17 @@ def teacher_cost_report(methods: Dict[str, dict], preset: Preset) -> dict:
     if measured is not None:
         policies["cache, this run (measured)"] = measured
         policies["cache, 30,000 iterations (every position encoded once)"] = min(positions / 30000, b)
-    out = {"reference_tflops": 14.7, "note": "both teachers; decoders: one mask prompt (CT) and one 3-point prompt "
-                                            "(PET) per class per unlabelled patch, 2 patches, 13 classes"}
+    out = {
+        "reference_tflops": 14.7,
+        "note": "both teachers; decoders: one mask prompt (CT) and one 3-point prompt "
+        "(PET) per class per unlabelled patch, 2 patches, 13 classes",
+    }
     for arch in ("standin_small", "vit_b_ori"):
         flops = teacher_flops(arch)
-        out[arch] = {"gflops_per_pass": {k: round(v / 1e9, 3) for k, v in flops.items()},
-                     "per_iteration": per_iteration(flops, b, n_cls, policies)}
+        out[arch] = {
+            "gflops_per_pass": {k: round(v / 1e9, 3) for k, v in flops.items()},
+            "per_iteration": per_iteration(flops, b, n_cls, policies),
+        }
     return out
 
 
@@ -178,21 +215,30 @@ def _teacher_calls(run: Path) -> dict:
 
 def markdown(result: dict) -> str:
     p = result["preset"]
-    lines = [f"# MuDuo benchmark ({p['name']} preset)", "",
-             f"Synthetic PET/CT (synthetic PET), {p['labelled']} labelled + {p['unlabelled']} unlabelled training cases, "
-             f"{p['test_cases']} held-out test cases, {p['iterations']} iterations per run, seeds {list(p['seeds'])}. "
-             f"Machine: {result['machine']}. Training time of all runs: {result['training_minutes_all_runs']} min; "
-             f"this invocation: {result['minutes']} min (finished runs are reused)"
-             + ("." if result.get("complete", True) else
-                f" so far (PARTIAL: {len(result['methods'])} of {len(p['methods'])} rows).") , "",
-             "| method | Dice % (mean ± std over seeds) | HD95 mm (found only) | missed structures | s / iteration |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"# MuDuo benchmark ({p['name']} preset)",
+        "",
+        f"Synthetic PET/CT (synthetic PET), {p['labelled']} labelled + {p['unlabelled']} unlabelled training cases, "
+        f"{p['test_cases']} held-out test cases, {p['iterations']} iterations per run, seeds {list(p['seeds'])}. "
+        f"Machine: {result['machine']}. Training time of all runs: {result['training_minutes_all_runs']} min; "
+        f"this invocation: {result['minutes']} min (finished runs are reused)"
+        + (
+            "."
+            if result.get("complete", True)
+            else f" so far (PARTIAL: {len(result['methods'])} of {len(p['methods'])} rows)."
+        ),
+        "",
+        "| method | Dice % (mean ± std over seeds) | HD95 mm (found only) | missed structures | s / iteration |",
+        "|---|---|---|---|---|",
+    ]
     for name, m in result["methods"].items():
         missed = np.mean([r["missed"] for r in m["per_seed"]])
         spi = [r["seconds_per_iteration"] for r in m["per_seed"] if r["seconds_per_iteration"] is not None]
         spi_text = f"{np.mean(spi):.2f}" if spi else "n/a"
-        lines.append(f"| {name} | {100 * m['dice_mean']:.1f} ± {100 * m['dice_std']:.1f} | {m['hd95_mean']:.1f} | "
-                     f"{missed:.1f} | {spi_text} |")
+        lines.append(
+            f"| {name} | {100 * m['dice_mean']:.1f} ± {100 * m['dice_std']:.1f} | {m['hd95_mean']:.1f} | "
+            f"{missed:.1f} | {spi_text} |"
+        )
     lines += ["", result["metrics"] + "."]
     return "\n".join(lines) + "\n"
 

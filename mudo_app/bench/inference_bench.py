@@ -42,8 +42,14 @@ def _one(shape, model_path: str, precision: str, threads: int) -> dict:
     started = time.perf_counter()
     predict_arrays(model, prep, ct, pet, roi=roi, overlap=0.25, precision=precision)
     seconds = time.perf_counter() - started
-    return {"shape": [2, *shape], "precision": resolve_precision(precision), "roi": list(roi), "overlap": 0.25,
-            "seconds": round(seconds, 2), "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)}
+    return {
+        "shape": [2, *shape],
+        "precision": resolve_precision(precision),
+        "roi": list(roi),
+        "overlap": 0.25,
+        "seconds": round(seconds, 2),
+        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+    }
 
 
 def _bf16_agreement(model_path: str):
@@ -66,12 +72,17 @@ def _bf16_agreement(model_path: str):
     for cid in store.unlabelled_ids():
         case = store.load_case(cid)
         truth = load_volume(store.ground_truth_path(cid)).array
-        a, b = (predict_arrays(model, prep, case.ct.array, case.pet.array, roi=training_patch(meta), precision=p)
-                for p in ("fp32", "bf16"))
+        a, b = (
+            predict_arrays(model, prep, case.ct.array, case.pet.array, roi=training_patch(meta), precision=p)
+            for p in ("fp32", "bf16")
+        )
         agree.append(float((a == b).mean()))
         delta.append(mean_dice(truth, b) - mean_dice(truth, a))
-    return {"cases": len(agree), "voxel_agreement_min": round(min(agree), 5),
-            "mean_dice_change_bf16_minus_fp32": round(float(np.mean(delta)), 5)}
+    return {
+        "cases": len(agree),
+        "voxel_agreement_min": round(min(agree), 5),
+        "mean_dice_change_bf16_minus_fp32": round(float(np.mean(delta)), 5),
+    }
 
 
 def main(argv=None) -> int:
@@ -90,15 +101,30 @@ def main(argv=None) -> int:
     rows = []
     for kind in ("whole_body", "demo"):
         for precision in ("fp32", "bf16"):
-            cmd = [sys.executable, "-m", "mudo_app.bench.inference_bench", "--model", args.model, "--threads",
-                   str(args.threads), "--child", "x", precision, kind]
+            cmd = [
+                sys.executable,
+                "-m",
+                "mudo_app.bench.inference_bench",
+                "--model",
+                args.model,
+                "--threads",
+                str(args.threads),
+                "--child",
+                "x",
+                precision,
+                kind,
+            ]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
             rows.append({"case": kind, **json.loads(out)})
             print(rows[-1], flush=True)
     agreement = _bf16_agreement(args.model) if args.model else None
-    result = {"machine": describe(), "model": args.model or "untrained unet_lite", "runs": rows,
-              "bf16_vs_fp32_on_demo_cases": agreement,
-              "note": "peak_rss_gib is the whole process (inputs, model, logits); content is random"}
+    result = {
+        "machine": describe(),
+        "model": args.model or "untrained unet_lite",
+        "runs": rows,
+        "bf16_vs_fp32_on_demo_cases": agreement,
+        "note": "peak_rss_gib is the whole process (inputs, model, logits); content is random",
+    }
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2))

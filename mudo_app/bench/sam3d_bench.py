@@ -24,8 +24,15 @@ from mudo_app.bench.machine import describe
 from mudo_app.models.sam3d import SAM_MED3D_CT, STANDIN_CT, Sam3DPredictor, build_sam3d
 from mudo_app.models.sam3d.conformance import deterministic_model, fixture_module
 
-GOLDEN_KEYS = ("image_embedding", "points_low_res_logits", "points_iou", "mask_low_res_logits", "mask_iou",
-               "points_mask_multimask_low_res_logits", "points_mask_multimask_iou")
+GOLDEN_KEYS = (
+    "image_embedding",
+    "points_low_res_logits",
+    "points_iou",
+    "mask_low_res_logits",
+    "mask_iou",
+    "points_mask_multimask_low_res_logits",
+    "points_mask_multimask_iou",
+)
 
 
 def _sync(device: str) -> None:
@@ -59,8 +66,9 @@ def golden_outputs(model, inputs, device: str, dtype=None):
         out = {"image_embedding": emb}
         out["points_low_res_logits"], out["points_iou"] = model.decode(emb, points=(coords, labels))
         out["mask_low_res_logits"], out["mask_iou"] = model.decode(emb, mask=mask)
-        (out["points_mask_multimask_low_res_logits"],
-         out["points_mask_multimask_iou"]) = model.decode(emb, points=(coords, labels), mask=mask, multimask_output=True)
+        (out["points_mask_multimask_low_res_logits"], out["points_mask_multimask_iou"]) = model.decode(
+            emb, points=(coords, labels), mask=mask, multimask_output=True
+        )
     return {k: v.float().cpu().numpy() for k, v in out.items()}
 
 
@@ -71,11 +79,16 @@ def conformance(model, inputs, golden: dict, device: str, dtype=None) -> dict:
 
 def encoder_seconds(model, device: str, repeats: int, dtype=None, batch: int = 1) -> float:
     x = torch.randn(batch, 1, 128, 128, 128, device=device)
-    ctx = (lambda: torch.autocast(device.split(":")[0], dtype=dtype)) if dtype else (lambda: torch.autocast("cpu", enabled=False))
+    ctx = (
+        (lambda: torch.autocast(device.split(":")[0], dtype=dtype))
+        if dtype
+        else (lambda: torch.autocast("cpu", enabled=False))
+    )
 
     def run():
         with torch.no_grad(), ctx():
             model.image_encoder(x)
+
     return _timed(run, device, repeats)
 
 
@@ -92,10 +105,15 @@ def click_latency(model, contract, device: str, repeats: int) -> dict:
     _sync(device)
     first_s = time.perf_counter() - t
     clicks = [click, target[len(target) // 3].tolist()]
-    seconds = _timed(lambda: pred.predict(points=clicks, labels=[1, 0], mask_input=first.low_res_logits), device,
-                     repeats)
-    return {"first_click_s": first_s, "cached_click_s": seconds, "volume_shape": list(ct.shape),
-            "encoder_calls": pred.encoder_calls}
+    seconds = _timed(
+        lambda: pred.predict(points=clicks, labels=[1, 0], mask_input=first.low_res_logits), device, repeats
+    )
+    return {
+        "first_click_s": first_s,
+        "cached_click_s": seconds,
+        "volume_shape": list(ct.shape),
+        "encoder_calls": pred.encoder_calls,
+    }
 
 
 def main(argv=None) -> int:

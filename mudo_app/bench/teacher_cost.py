@@ -47,6 +47,9 @@ def per_iteration(flops: Dict[str, float], unlabelled: int, classes: int, encode
     out = {}
     for policy, passes in encoder_passes.items():
         total = 2 * passes * flops["encoder"] + decoders
-        out[policy] = {"encoder_passes_per_teacher": passes, "gflops": round(total / 1e9, 2),
-                       "fraction_of_reference": round(total / (REFERENCE_TFLOPS * 1e12), 5)}
+        out[policy] = {
+            "encoder_passes_per_teacher": passes,
+            "gflops": round(total / 1e9, 2),
+            "fraction_of_reference": round(total / (REFERENCE_TFLOPS * 1e12), 5),
+        }
     return out

@@ -9,9 +9,12 @@ from mudo_app.errors import InputError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("benchmark", help="MuDuo vs baselines and ablations on the synthetic benchmark",
-                       description="Train every method in one harness on 5 labelled synthetic cases (+ unlabelled), "
-                                   "score on held-out cases; writes benchmark.json, benchmark.md and a plot.")
+    p = sub.add_parser(
+        "benchmark",
+        help="MuDuo vs baselines and ablations on the synthetic benchmark",
+        description="Train every method in one harness on 5 labelled synthetic cases (+ unlabelled), "
+        "score on held-out cases; writes benchmark.json, benchmark.md and a plot.",
+    )
     p.add_argument("--quick", action="store_true", help="two rows, one seed: at most 10 minutes on 2 CPU cores")
     p.add_argument("--out", type=Path, default=Path("benchmark"), help="output folder (runs are reused on re-run)")
     p.add_argument("--methods", nargs="+", default=(), help="only these rows (names as in benchmark.json)")

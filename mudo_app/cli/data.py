@@ -10,21 +10,34 @@ from mudo_app.errors import InputError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("sample-data", help="generate synthetic whole-body PET/CT phantoms (synthetic PET)",
-                       description="Generate synthetic PET/CT phantoms: CT (HU), PET (SUV, synthetic), labels 0..13.")
+    p = sub.add_parser(
+        "sample-data",
+        help="generate synthetic whole-body PET/CT phantoms (synthetic PET)",
+        description="Generate synthetic PET/CT phantoms: CT (HU), PET (SUV, synthetic), labels 0..13.",
+    )
     p.add_argument("--out", required=True, type=Path, help="output folder (must be empty or new)")
     p.add_argument("--cases", type=int, default=10, help="number of cases (default 10)")
     p.add_argument("--seed", type=int, default=0, help="random seed; equal seeds give byte-identical files")
-    p.add_argument("--spacing", type=float, nargs=3, default=(4.0, 4.0, 4.0), metavar=("X", "Y", "Z"),
-                   help="voxel size in mm (default 4 4 4; 2 2 3 is autoPET-like)")
+    p.add_argument(
+        "--spacing",
+        type=float,
+        nargs=3,
+        default=(4.0, 4.0, 4.0),
+        metavar=("X", "Y", "Z"),
+        help="voxel size in mm (default 4 4 4; 2 2 3 is autoPET-like)",
+    )
     p.add_argument("--layout", default="datastore", choices=("datastore", "autopet", "autopet-organ", "nnunet"))
-    p.add_argument("--labelled", type=int, default=None,
-                   help="datastore layout: how many cases get a final label (default all)")
+    p.add_argument(
+        "--labelled", type=int, default=None, help="datastore layout: how many cases get a final label (default all)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run_sample_data)
 
-    p = sub.add_parser("import", help="import autoPET / AutoPET-Organ / nnU-Net folders into a datastore",
-                       description="Import PET/CT cases into a MuDuo datastore; bad cases are skipped with a reason.")
+    p = sub.add_parser(
+        "import",
+        help="import autoPET / AutoPET-Organ / nnU-Net folders into a datastore",
+        description="Import PET/CT cases into a MuDuo datastore; bad cases are skipped with a reason.",
+    )
     p.add_argument("--from", dest="source", required=True, choices=("autopet", "autopet-organ", "nnunet"))
     p.add_argument("src", type=Path, help="source folder")
     p.add_argument("--to", dest="dest", required=True, type=Path, help="datastore folder (created if missing)")
@@ -46,8 +59,10 @@ def run_sample_data(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise InputError(f"--spacing: {exc}") from exc
     write_dataset(args.out, args.cases, args.seed, settings, args.layout, args.labelled, progress=not args.quiet)
-    print(f"wrote {args.cases} synthetic case(s) ({args.layout} layout, grid {settings.shape}, "
-          f"spacing {settings.spacing} mm, seed {args.seed}) to {args.out}")
+    print(
+        f"wrote {args.cases} synthetic case(s) ({args.layout} layout, grid {settings.shape}, "
+        f"spacing {settings.spacing} mm, seed {args.seed}) to {args.out}"
+    )
     return 0
 
 

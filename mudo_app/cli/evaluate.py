@@ -9,17 +9,25 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    p = sub.add_parser("evaluate", help="score predictions against ground truth (per class and autoPET lesion metrics)",
-                       description="GT and PRED are two NIfTI files, or two folders whose files are matched by case name.")
+    p = sub.add_parser(
+        "evaluate",
+        help="score predictions against ground truth (per class and autoPET lesion metrics)",
+        description="GT and PRED are two NIfTI files, or two folders whose files are matched by case name.",
+    )
     p.add_argument("--gt", required=True, type=Path)
     p.add_argument("--pred", required=True, type=Path)
     p.add_argument("--binary", action="store_true", help="treat every non-zero voxel as lesion (autoPET masks)")
     p.add_argument("--json", type=Path, default=None, help="write the full result here")
-    p.add_argument("--plots", type=Path, default=None,
-                   help="write per_class_dice.png and overlays of the first --overlays cases into this folder")
+    p.add_argument(
+        "--plots",
+        type=Path,
+        default=None,
+        help="write per_class_dice.png and overlays of the first --overlays cases into this folder",
+    )
     p.add_argument("--overlays", type=int, default=3, help="how many cases get an overlay PNG (default 3)")
-    p.add_argument("--images", type=Path, default=None,
-                   help="CT file or folder (matched by case name) shown under the overlays")
+    p.add_argument(
+        "--images", type=Path, default=None, help="CT file or folder (matched by case name) shown under the overlays"
+    )
     p.set_defaults(run=run)
 
 

@@ -9,20 +9,37 @@ from mudo_app.errors import InputError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("predict", help="segment a PET/CT case with a student (prompt-free, sliding window)",
-                       description="Write a label map (0..13) on exactly the PET grid and affine.")
+    p = sub.add_parser(
+        "predict",
+        help="segment a PET/CT case with a student (prompt-free, sliding window)",
+        description="Write a label map (0..13) on exactly the PET grid and affine.",
+    )
     p.add_argument("--ct", required=True, type=Path, help="CT in HU (resampled onto the PET grid if needed)")
     p.add_argument("--pet", required=True, type=Path, help="PET in SUV: defines the output grid")
     p.add_argument("--out", required=True, type=Path, help="output label file (.nii.gz)")
-    p.add_argument("--model", type=Path, default=None,
-                   help="student checkpoint (default: the demo student made by `make demo`)")
-    p.add_argument("--roi", type=int, nargs=3, default=None,
-                   help="sliding-window size in voxels (default: the patch size the student was trained on)")
+    p.add_argument(
+        "--model", type=Path, default=None, help="student checkpoint (default: the demo student made by `make demo`)"
+    )
+    p.add_argument(
+        "--roi",
+        type=int,
+        nargs=3,
+        default=None,
+        help="sliding-window size in voxels (default: the patch size the student was trained on)",
+    )
     p.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap fraction")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="auto: bf16 on GPUs and CPUs with native bf16 (AVX512-BF16/AMX), else fp32")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="where the network runs (auto: a GPU when PyTorch sees one)")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="auto: bf16 on GPUs and CPUs with native bf16 (AVX512-BF16/AMX), else fp32",
+    )
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where the network runs (auto: a GPU when PyTorch sees one)",
+    )
     p.set_defaults(run=run)
 
 

@@ -17,9 +17,11 @@ HELD_OUT_FIRST = 10_000  # held-out synthetic case indices start here (training 
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "pretrain-teachers", help="train the small stand-in CT and PET teachers on synthetic data",
+        "pretrain-teachers",
+        help="train the small stand-in CT and PET teachers on synthetic data",
         description="Train stand-in teachers (3D SAM architecture, 'standin_small') on synthetic phantoms with "
-                    "interactive click simulation, then report their zero-shot Dice with 1 and 3 clicks.")
+        "interactive click simulation, then report their zero-shot Dice with 1 and 3 clicks.",
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     p.add_argument("--modality", choices=("ct", "pet", "both"), default="both")
     p.add_argument("--cases", type=int, default=40, help="synthetic training cases (default 40)")
@@ -30,9 +32,11 @@ def register(sub) -> None:
     p.set_defaults(run=run_pretrain)
 
     p = sub.add_parser(
-        "evaluate-teachers", help="zero-shot click Dice of the CT and PET teachers on held-out synthetic cases",
+        "evaluate-teachers",
+        help="zero-shot click Dice of the CT and PET teachers on held-out synthetic cases",
         description="Evaluate teachers (the shipped stand-ins, or official checkpoints given by path) with 1 and "
-                    "3 simulated clicks per object on held-out synthetic cases.")
+        "3 simulated clicks per object on held-out synthetic cases.",
+    )
     p.add_argument("--ct", type=Path, default=None, help="CT teacher checkpoint (default: the shipped stand-in)")
     p.add_argument("--pet", type=Path, default=None, help="PET teacher checkpoint (default: the shipped stand-in)")
     p.add_argument("--eval-cases", type=int, default=6)
@@ -87,8 +91,10 @@ def run_pretrain(args: argparse.Namespace) -> int:
     train = generate_cases(data_seed, 0, args.cases)
     held_out = _held_out(args)
     modalities = ["CT", "PET"] if args.modality == "both" else [args.modality.upper()]
-    command = (f"muduo pretrain-teachers --cases {args.cases} --eval-cases {args.eval_cases} "
-               f"--iterations {args.iterations} --seed {args.seed}")
+    command = (
+        f"muduo pretrain-teachers --cases {args.cases} --eval-cases {args.eval_cases} "
+        f"--iterations {args.iterations} --seed {args.seed}"
+    )
     report = {"machine": describe(), "command": command, "teachers": {}}
     for modality in modalities:
         contract = STANDIN_CT if modality == "CT" else STANDIN_PET
@@ -98,9 +104,13 @@ def run_pretrain(args: argparse.Namespace) -> int:
         train_s = time.time() - t0
         fname = "standin_ct.pt" if modality == "CT" else "standin_pet.pt"
         print(f"{modality} stand-in teacher: {args.out / fname} ({train_s:.0f} s)")
-        provenance = {"settings": asdict(settings), "train_seconds": round(train_s, 1), "command": command,
-                      "data": f"synthetic phantoms, seed {data_seed}, cases 0..{args.cases - 1}",
-                      "zero_shot_dice": _evaluate(model, contract, modality, held_out, args)}
+        provenance = {
+            "settings": asdict(settings),
+            "train_seconds": round(train_s, 1),
+            "command": command,
+            "data": f"synthetic phantoms, seed {data_seed}, cases 0..{args.cases - 1}",
+            "zero_shot_dice": _evaluate(model, contract, modality, held_out, args),
+        }
         save_standin(args.out / fname, model, settings.architecture, modality, provenance)
         report["teachers"][modality] = provenance
     report_path = args.out / "report.json"
@@ -120,14 +130,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
     _check_positive(args, ("eval_cases", "threads"))
     torch.set_num_threads(args.threads)
     held_out = _held_out(args)
-    report = {"machine": describe(), "held_out": f"synthetic seed {_data_seed(args)}, cases "
-              f"{HELD_OUT_FIRST}..{HELD_OUT_FIRST + args.eval_cases - 1}", "teachers": {}}
+    report = {
+        "machine": describe(),
+        "held_out": f"synthetic seed {_data_seed(args)}, cases "
+        f"{HELD_OUT_FIRST}..{HELD_OUT_FIRST + args.eval_cases - 1}",
+        "teachers": {},
+    }
     for modality, path in (("CT", args.ct), ("PET", args.pet)):
         teacher = load_teacher(modality, path)
         print(teacher.describe())
-        report["teachers"][modality] = {"checkpoint": teacher.checkpoint, "standin": teacher.standin,
-                                        "zero_shot_dice": _evaluate(teacher.model, teacher.contract, modality,
-                                                                                   held_out, args)}
+        report["teachers"][modality] = {
+            "checkpoint": teacher.checkpoint,
+            "standin": teacher.standin,
+            "zero_shot_dice": _evaluate(teacher.model, teacher.contract, modality, held_out, args),
+        }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))

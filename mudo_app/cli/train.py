@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 
-
 def _override(text: str):
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"--set takes KEY=VALUE (VALUE in JSON), got {text!r}")
@@ -19,13 +18,23 @@ def _override(text: str):
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="train a student with MuDuo or a baseline (typed config, resumable)",
-                       description="Train a student from a datastore. Fields: see mudo_app/train/config.py "
-                                   "or the README. Run under `torchrun --nproc_per_node N` for DDP "
-                                   "(one process per GPU with nccl; gloo on CPUs).")
+    p = sub.add_parser(
+        "train",
+        help="train a student with MuDuo or a baseline (typed config, resumable)",
+        description="Train a student from a datastore. Fields: see mudo_app/train/config.py "
+        "or the README. Run under `torchrun --nproc_per_node N` for DDP "
+        "(one process per GPU with nccl; gloo on CPUs).",
+    )
     p.add_argument("--config", required=True, type=Path, help="JSON or TOML config file")
-    p.add_argument("--set", dest="overrides", action="append", type=_override, default=[], metavar="KEY=VALUE",
-                   help="override one config field (VALUE parsed as JSON); repeatable")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        type=_override,
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config field (VALUE parsed as JSON); repeatable",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in the config's 'out' folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
@@ -45,4 +54,3 @@ def run(args: argparse.Namespace) -> int:
     if shard.rank == 0:
         print(f"wrote {path}")
     return 0
-

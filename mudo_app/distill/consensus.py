@@ -64,8 +64,13 @@ def select(iou: torch.Tensor, valid: torch.Tensor, settings: ConsensusSettings) 
     return out
 
 
-def fuse(p_ct: torch.Tensor, p_pet: torch.Tensor, settings: ConsensusSettings,
-         rng: Optional[np.random.Generator] = None, alpha: Optional[np.ndarray] = None) -> torch.Tensor:
+def fuse(
+    p_ct: torch.Tensor,
+    p_pet: torch.Tensor,
+    settings: ConsensusSettings,
+    rng: Optional[np.random.Generator] = None,
+    alpha: Optional[np.ndarray] = None,
+) -> torch.Tensor:
     """Binary pseudo-labels (B, ...) float: ``(alpha p_ct + (1 - alpha) p_pet) > 0.5``, alpha ~ U(0, 1)
     per sample (``both``; or the given (B,) ``alpha``), 1 (``ct``) or 0 (``pet``)."""
     b = p_ct.shape[0]

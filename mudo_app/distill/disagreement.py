@@ -22,8 +22,9 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
-def disagreement(student_label: np.ndarray, ct_teacher: Sam3DPredictor, pet_teacher: Sam3DPredictor,
-                 min_voxels: int = 8) -> Dict[str, object]:
+def disagreement(
+    student_label: np.ndarray, ct_teacher: Sam3DPredictor, pet_teacher: Sam3DPredictor, min_voxels: int = 8
+) -> Dict[str, object]:
     """``student_label`` (X, Y, Z) on the grid both predictors' images were set on (``set_image``)."""
     per: Dict[str, float] = {}
     for cls in (int(c) for c in np.unique(student_label) if c != 0):

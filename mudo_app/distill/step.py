@@ -54,9 +54,17 @@ class UnlabelledPatch:
     point_seed: Sequence[int]  # seeds this sample's K point draw (identical on every rank)
 
 
-def muduo_consistency(student_prob: torch.Tensor, samples: List[UnlabelledPatch], class_ids: Sequence[int],
-                      ct_bank: Optional[TeacherBank], pet_bank: Optional[TeacherBank], settings: ConsensusSettings,
-                      k_points: int, alphas: np.ndarray, shard: Shard = Shard()) -> (torch.Tensor, Dict[str, float]):
+def muduo_consistency(
+    student_prob: torch.Tensor,
+    samples: List[UnlabelledPatch],
+    class_ids: Sequence[int],
+    ct_bank: Optional[TeacherBank],
+    pet_bank: Optional[TeacherBank],
+    settings: ConsensusSettings,
+    k_points: int,
+    alphas: np.ndarray,
+    shard: Shard = Shard(),
+) -> (torch.Tensor, Dict[str, float]):
     """Consistency loss for this rank's samples.
 
     ``student_prob``: (b, n_classes_total, Pi, Pj, Pk) softmax of the local samples, un-augmented;
@@ -116,6 +124,9 @@ def muduo_consistency(student_prob: torch.Tensor, samples: List[UnlabelledPatch]
     if classes_used:
         loss = loss / classes_used
     total = max(iou_all.shape[0] * n_cls, 1)
-    stats = {"kept": kept_total / total, "valid": float(valid_all.float().mean()) if valid_all.numel() else 0.0,
-             "iou": float(iou_all[valid_all].mean()) if bool(valid_all.any()) else 0.0}
+    stats = {
+        "kept": kept_total / total,
+        "valid": float(valid_all.float().mean()) if valid_all.numel() else 0.0,
+        "iou": float(iou_all[valid_all].mean()) if bool(valid_all.any()) else 0.0,
+    }
     return loss, stats

@@ -54,8 +54,14 @@ def _norm(idx: torch.Tensor, size: int) -> torch.Tensor:
 class PatchFrame:
     """The fixed sampling grids between a student patch and a teacher's low-resolution frame."""
 
-    def __init__(self, patch: Sequence[int], spacing: Sequence[float], crop_spacing: float, crop: int,
-                 device: torch.device = torch.device("cpu")):
+    def __init__(
+        self,
+        patch: Sequence[int],
+        spacing: Sequence[float],
+        crop_spacing: float,
+        crop: int,
+        device: torch.device = torch.device("cpu"),
+    ):
         self.patch = tuple(int(p) for p in patch)
         self.spacing = np.asarray(spacing, float)
         self.low = crop // 4
@@ -65,8 +71,10 @@ class PatchFrame:
         # same box (the stand-ins' case): plain resizing is the same mapping, and 5x faster than grid_sample
         self.aligned = bool(np.allclose(np.asarray(self.patch) * self.spacing, crop * crop_spacing, atol=1e-6))
         # patch voxel -> low-res crop coordinate, per axis
-        to_low = [(torch.arange(p, dtype=torch.float64) - (p - 1) / 2) * s / self.low_spacing + (self.low - 1) / 2
-                  for p, s in zip(self.patch, self.spacing)]
+        to_low = [
+            (torch.arange(p, dtype=torch.float64) - (p - 1) / 2) * s / self.low_spacing + (self.low - 1) / 2
+            for p, s in zip(self.patch, self.spacing)
+        ]
         self.inside = torch.ones(self.patch)
         for axis, c in enumerate(to_low):
             shape = [1, 1, 1]
@@ -74,11 +82,14 @@ class PatchFrame:
             self.inside = self.inside * ((c >= -0.5) & (c <= self.low - 0.5)).float().reshape(shape)
         self.low_from_patch_grid = self._grid([_norm(c, self.low) for c in to_low])
         # low-res crop voxel -> patch coordinate, per axis
-        to_patch = [(torch.arange(self.low, dtype=torch.float64) - (self.low - 1) / 2) * self.low_spacing / s + (p - 1) / 2
-                    for p, s in zip(self.patch, self.spacing)]
+        to_patch = [
+            (torch.arange(self.low, dtype=torch.float64) - (self.low - 1) / 2) * self.low_spacing / s + (p - 1) / 2
+            for p, s in zip(self.patch, self.spacing)
+        ]
         self.patch_from_low_grid = self._grid([_norm(c, p) for c, p in zip(to_patch, self.patch)])
         self.inside, self.low_from_patch_grid, self.patch_from_low_grid = (
-            t.to(device) for t in (self.inside, self.low_from_patch_grid, self.patch_from_low_grid))
+            t.to(device) for t in (self.inside, self.low_from_patch_grid, self.patch_from_low_grid)
+        )
 
     @staticmethod
     def _grid(axes: List[torch.Tensor]) -> torch.Tensor:
@@ -90,16 +101,28 @@ class PatchFrame:
         n = values.shape[0]
         if self.aligned:
             return F.interpolate(values[:, None].float(), size=(self.low,) * 3, mode="trilinear", align_corners=False)
-        return F.grid_sample(values[:, None].float(), self.patch_from_low_grid.expand(n, -1, -1, -1, -1),
-                             mode="bilinear", padding_mode="zeros", align_corners=True)
+        return F.grid_sample(
+            values[:, None].float(),
+            self.patch_from_low_grid.expand(n, -1, -1, -1, -1),
+            mode="bilinear",
+            padding_mode="zeros",
+            align_corners=True,
+        )
 
     def from_low(self, logits: torch.Tensor) -> torch.Tensor:
         """(N, 1, L, L, L) teacher logits -> (N, Pi, Pj, Pk) probabilities (0 where the crop does not reach)."""
         n = logits.shape[0]
         if self.aligned:
-            return torch.sigmoid(F.interpolate(logits.float(), size=self.patch, mode="trilinear", align_corners=False))[:, 0]
-        up = F.grid_sample(logits.float(), self.low_from_patch_grid.expand(n, -1, -1, -1, -1), mode="bilinear",
-                           padding_mode="border", align_corners=True)
+            return torch.sigmoid(F.interpolate(logits.float(), size=self.patch, mode="trilinear", align_corners=False))[
+                :, 0
+            ]
+        up = F.grid_sample(
+            logits.float(),
+            self.low_from_patch_grid.expand(n, -1, -1, -1, -1),
+            mode="bilinear",
+            padding_mode="border",
+            align_corners=True,
+        )
         return torch.sigmoid(up[:, 0]) * self.inside
 
     def point_to_crop(self, points: np.ndarray) -> np.ndarray:
@@ -168,4 +191,3 @@ class TeacherBank:
     @property
     def cached(self) -> int:
         return len(self._embeddings)
-

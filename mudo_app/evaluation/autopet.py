@@ -35,5 +35,8 @@ def autopet_metrics(gt: np.ndarray, pred: np.ndarray, spacing_mm: Sequence[float
     voxel_ml = float(np.prod(spacing_mm)) / 1000.0
     denom = int(g.sum()) + int(p.sum())
     dice = 2.0 * int((g & p).sum()) / denom if denom else float("nan")
-    return {"dice": dice, "fp_volume_ml": _unmatched_voxels(p, g) * voxel_ml,
-            "fn_volume_ml": _unmatched_voxels(g, p) * voxel_ml}
+    return {
+        "dice": dice,
+        "fp_volume_ml": _unmatched_voxels(p, g) * voxel_ml,
+        "fn_volume_ml": _unmatched_voxels(g, p) * voxel_ml,
+    }

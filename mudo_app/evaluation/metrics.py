@@ -66,11 +66,20 @@ def class_metrics(gt: np.ndarray, pred: np.ndarray, spacing, classes: Iterable[i
         if ng == 0 and np_ == 0:
             continue
         if np_ == 0 or ng == 0:
-            out[int(c)] = {"status": "missed" if np_ == 0 else "hallucinated", "dice": 0.0,
-                           "hd95_mm": float("nan"), "asd_mm": float("nan"),
-                           "ravd": -1.0 if np_ == 0 else float("nan")}
+            out[int(c)] = {
+                "status": "missed" if np_ == 0 else "hallucinated",
+                "dice": 0.0,
+                "hd95_mm": float("nan"),
+                "asd_mm": float("nan"),
+                "ravd": -1.0 if np_ == 0 else float("nan"),
+            }
             continue
         hd95, asd = _surface_distances(g, p, spacing)
-        out[int(c)] = {"status": "found", "dice": 2.0 * int((g & p).sum()) / (ng + np_), "hd95_mm": hd95,
-                       "asd_mm": asd, "ravd": (np_ - ng) / ng}
+        out[int(c)] = {
+            "status": "found",
+            "dice": 2.0 * int((g & p).sum()) / (ng + np_),
+            "hd95_mm": hd95,
+            "asd_mm": asd,
+            "ravd": (np_ - ng) / ng,
+        }
     return out

@@ -59,8 +59,9 @@ def overlay(case: str, gt: np.ndarray, pred: np.ndarray, path: Path, image: Opti
         for arr, style in ((gt, "solid"), (pred, "dashed")):
             m = arr[:, :, k] == lbl.idx
             if m.any() and not m.all():
-                ax.contour(m.T.astype(float), levels=[0.5], colors=colour, linestyles=style, linewidths=1.2,
-                           origin="lower")
+                ax.contour(
+                    m.T.astype(float), levels=[0.5], colors=colour, linestyles=style, linewidths=1.2, origin="lower"
+                )
     ax.set_title(f"{case}, slice k={k} (solid: truth, dashed: prediction)", fontsize=9)
     ax.set_axis_off()
     fig.tight_layout()

@@ -47,8 +47,9 @@ def load_pair(case: str, gt_path: Path, pred_path: Path, binary: bool = False):
     gt = load_volume(gt_path, f"ground truth {case}")
     pred = load_volume(pred_path, f"prediction {case}")
     if not same_grid(gt, pred):
-        raise InputError(f"{case}: prediction {pred.shape} is not on the ground-truth grid {gt.shape} "
-                         "(shape or affine differ)")
+        raise InputError(
+            f"{case}: prediction {pred.shape} is not on the ground-truth grid {gt.shape} (shape or affine differ)"
+        )
     g = np.rint(gt.array).astype(np.int64)
     p = np.rint(pred.array).astype(np.int64)
     if binary:
@@ -61,14 +62,19 @@ def load_pair(case: str, gt_path: Path, pred_path: Path, binary: bool = False):
 def evaluate_labels(case: str, g: np.ndarray, p: np.ndarray, spacing, binary: bool = False) -> dict:
     """One case's entry: autoPET lesion metrics and the per-class metrics."""
     per = class_metrics(g, p, spacing, [LESION] if binary else LABEL_IDS)
-    return {"case": case, **autopet_metrics(g == LESION, p == LESION, spacing),
-            "per_class": {ID_TO_NAME[c]: m for c, m in per.items()}}
+    return {
+        "case": case,
+        **autopet_metrics(g == LESION, p == LESION, spacing),
+        "per_class": {ID_TO_NAME[c]: m for c, m in per.items()},
+    }
 
 
 def summarise(cases: List[dict]) -> dict:
     """Means over cases; per class: mean Dice (missed count as 0), mean HD95 / ASD over found only."""
-    mean = {k: float(np.nanmean([c[k] for c in cases])) if any(np.isfinite(c[k]) for c in cases) else float("nan")
-            for k in ("dice", "fp_volume_ml", "fn_volume_ml")}
+    mean = {
+        k: float(np.nanmean([c[k] for c in cases])) if any(np.isfinite(c[k]) for c in cases) else float("nan")
+        for k in ("dice", "fp_volume_ml", "fn_volume_ml")
+    }
     per: Dict[str, dict] = {}
     for name in dict.fromkeys(n for c in cases for n in c["per_class"]):
         rows = [c["per_class"][name] for c in cases if name in c["per_class"]]
@@ -77,20 +83,28 @@ def summarise(cases: List[dict]) -> dict:
             "dice": float(np.mean([r["dice"] for r in rows])),
             "hd95_mm": float(np.mean([r["hd95_mm"] for r in found])) if found else float("nan"),
             "asd_mm": float(np.mean([r["asd_mm"] for r in found])) if found else float("nan"),
-            "found": len(found), "missed": sum(r["status"] == "missed" for r in rows),
+            "found": len(found),
+            "missed": sum(r["status"] == "missed" for r in rows),
             "hallucinated": sum(r["status"] == "hallucinated" for r in rows),
         }
     return {**mean, "per_class": per}
 
 
 def markdown(result: dict) -> str:
-    lines = ["| class | Dice | HD95 (mm, found only) | ASD (mm) | found | missed | hallucinated |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| class | Dice | HD95 (mm, found only) | ASD (mm) | found | missed | hallucinated |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, m in result["mean"]["per_class"].items():
-        lines.append(f"| {name} | {100 * m['dice']:.1f} | {m['hd95_mm']:.1f} | {m['asd_mm']:.1f} | {m['found']} | "
-                     f"{m['missed']} | {m['hallucinated']} |")
+        lines.append(
+            f"| {name} | {100 * m['dice']:.1f} | {m['hd95_mm']:.1f} | {m['asd_mm']:.1f} | {m['found']} | "
+            f"{m['missed']} | {m['hallucinated']} |"
+        )
     mean = result["mean"]
-    lines += ["", f"Lesions (autoPET metrics, mean over {len(result['cases'])} case(s)): Dice "
-              f"{100 * mean['dice']:.1f}, false-positive volume {mean['fp_volume_ml']:.2f} ml, "
-              f"false-negative volume {mean['fn_volume_ml']:.2f} ml"]
+    lines += [
+        "",
+        f"Lesions (autoPET metrics, mean over {len(result['cases'])} case(s)): Dice "
+        f"{100 * mean['dice']:.1f}, false-positive volume {mean['fp_volume_ml']:.2f} ml, "
+        f"false-negative volume {mean['fn_volume_ml']:.2f} ml",
+    ]
     return "\n".join(lines)

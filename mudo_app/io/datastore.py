@@ -128,8 +128,14 @@ class PetCtDatastore:
 
     # ---- writes --------------------------------------------------------------------------------
     def add_case(
-        self, case_id: str, ct: Volume, pet: Volume, label: Optional[Volume] = None,
-        meta: Optional[Dict] = None, ground_truth: Optional[Volume] = None, overwrite: bool = False,
+        self,
+        case_id: str,
+        ct: Volume,
+        pet: Volume,
+        label: Optional[Volume] = None,
+        meta: Optional[Dict] = None,
+        ground_truth: Optional[Volume] = None,
+        overwrite: bool = False,
     ) -> None:
         """Check and write one case; the CT (which makes the case visible) is published last."""
         check_case_id(case_id)
@@ -155,8 +161,13 @@ class PetCtDatastore:
             raise
 
     def _remove_case_files(self, case_id: str) -> None:
-        for p in (self.ct_path(case_id), self.pet_path(case_id), self.label_path(case_id),
-                  self.ground_truth_path(case_id), self.meta_path(case_id)):
+        for p in (
+            self.ct_path(case_id),
+            self.pet_path(case_id),
+            self.label_path(case_id),
+            self.ground_truth_path(case_id),
+            self.meta_path(case_id),
+        ):
             p.unlink(missing_ok=True)
         shutil.rmtree(self.history_dir(case_id), ignore_errors=True)
 

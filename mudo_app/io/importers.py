@@ -75,14 +75,21 @@ def discover(source: str, src: Path) -> Iterator[SourceCase]:
         names = sorted({p.name[: -len("_0000.nii.gz")] for p in images.glob("*_000[01].nii.gz")})
         for name in names:
             label = src / "labelsTr" / f"{name}.nii.gz"
-            yield SourceCase(_safe_id(name), images / f"{name}_0000.nii.gz", images / f"{name}_0001.nii.gz",
-                             label=label if label.exists() else None)
+            yield SourceCase(
+                _safe_id(name),
+                images / f"{name}_0000.nii.gz",
+                images / f"{name}_0001.nii.gz",
+                label=label if label.exists() else None,
+            )
         return
     studies = sorted(p.parent for p in src.glob("*/*/*.nii.gz") if p.name in ("CTres.nii.gz", "SUV.nii.gz"))
     for study in sorted(set(studies)):
         yield SourceCase(
-            _safe_id(f"{study.parent.name}_{study.name}"), study / "CTres.nii.gz", study / "SUV.nii.gz",
-            lesion=study / "SEG.nii.gz", organs=(study / "ORGANS.nii.gz") if source == "autopet-organ" else None,
+            _safe_id(f"{study.parent.name}_{study.name}"),
+            study / "CTres.nii.gz",
+            study / "SUV.nii.gz",
+            lesion=study / "SEG.nii.gz",
+            organs=(study / "ORGANS.nii.gz") if source == "autopet-organ" else None,
         )
 
 
@@ -142,8 +149,12 @@ def import_tree(source: str, src, datastore, progress: bool = True) -> ImportRep
                 raise InputError(f"already in the datastore {store.root}")
             ct, pet, label, notes = load_source_case(sc)
             synthetic = (sc.ct.parent / "synthetic.json").is_file()  # written by `muduo sample-data`
-            meta = {"synthetic": synthetic, "source": source, "notes": notes,
-                    "source_files": {"ct": str(sc.ct), "pet": str(sc.pet)}}
+            meta = {
+                "synthetic": synthetic,
+                "source": source,
+                "notes": notes,
+                "source_files": {"ct": str(sc.ct), "pet": str(sc.pet)},
+            }
             store.add_case(sc.case_id, ct, pet, label, meta=meta)
         except InputError as exc:
             report.skipped[sc.case_id] = str(exc)

@@ -86,8 +86,13 @@ def _read_nrrd(path: Path):
 def _write_nrrd(array: np.ndarray, affine: np.ndarray, path: str) -> None:
     import nrrd
 
-    header = {"space": "left-posterior-superior", "space directions": (_LPS @ affine[:3, :3]).T,
-              "space origin": _LPS @ affine[:3, 3], "kinds": ["domain"] * 3, "encoding": "gzip"}
+    header = {
+        "space": "left-posterior-superior",
+        "space directions": (_LPS @ affine[:3, :3]).T,
+        "space origin": _LPS @ affine[:3, 3],
+        "kinds": ["domain"] * 3,
+        "encoding": "gzip",
+    }
     nrrd.write(path, np.ascontiguousarray(array), header, index_order="F")
 
 
@@ -185,8 +190,14 @@ def resample_to_grid(
     if np.allclose(matrix, np.diag(np.diag(matrix)), atol=1e-9):
         matrix = np.diag(matrix)  # axis-aligned grids: scipy's much faster per-axis path, same values
     out = ndimage.affine_transform(
-        work, matrix, offset=mapping[:3, 3], output_shape=tuple(shape), order=order,
-        mode="constant", cval=fill, prefilter=False,
+        work,
+        matrix,
+        offset=mapping[:3, 3],
+        output_shape=tuple(shape),
+        order=order,
+        mode="constant",
+        cval=fill,
+        prefilter=False,
     )
     if order == 0:
         out = out.astype(src.dtype, copy=False)

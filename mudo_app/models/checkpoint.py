@@ -29,16 +29,26 @@ FORMAT = "muduo-student/1"
 DEMO_STUDENT = Path(__file__).resolve().parents[2] / "sample-datasets" / "demo" / "student" / "student.pt"
 
 
-def save_student(path: Union[str, os.PathLike], model: torch.nn.Module, name: str, kwargs: Optional[dict] = None,
-                 preprocessing: Optional[StudentInput] = None, provenance: Optional[dict] = None) -> Path:
+def save_student(
+    path: Union[str, os.PathLike],
+    model: torch.nn.Module,
+    name: str,
+    kwargs: Optional[dict] = None,
+    preprocessing: Optional[StudentInput] = None,
+    provenance: Optional[dict] = None,
+) -> Path:
     """Publish a student checkpoint atomically (temporary file in the same folder, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     prep = preprocessing or StudentInput()
-    payload = {"format": FORMAT, "architecture": {"name": name, "kwargs": dict(kwargs or {})},
-               "labels": label_names(), "preprocessing": {"ct_window": [float(v) for v in prep.ct_window]},
-               "provenance": dict(provenance or {}),
-               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}  # loadable anywhere
+    payload = {
+        "format": FORMAT,
+        "architecture": {"name": name, "kwargs": dict(kwargs or {})},
+        "labels": label_names(),
+        "preprocessing": {"ct_window": [float(v) for v in prep.ct_window]},
+        "provenance": dict(provenance or {}),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }  # loadable anywhere
     tmp = path.with_name(f".tmp-{path.name}")
     try:
         torch.save(payload, tmp)

@@ -20,8 +20,14 @@ from mudo_app.errors import InputError
 
 # What an official training checkpoint may hold besides tensors (SAM-Med3D saves argparse args,
 # optimiser state, loss lists...). Nothing else is ever unpickled.
-_SAFE_GLOBALS = [argparse.Namespace, collections.OrderedDict, np.dtype, np.ndarray,
-                 np.core.multiarray._reconstruct, np.core.multiarray.scalar]
+_SAFE_GLOBALS = [
+    argparse.Namespace,
+    collections.OrderedDict,
+    np.dtype,
+    np.ndarray,
+    np.core.multiarray._reconstruct,
+    np.core.multiarray.scalar,
+]
 _SAFE_GLOBALS += [type(np.dtype(t)) for t in (np.float32, np.float64, np.int64, np.int32, np.bool_)]
 
 
@@ -35,8 +41,10 @@ def read_checkpoint(path: Union[str, os.PathLike]) -> Any:
             return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"checkpoint {path} cannot be loaded safely (truncated, not a PyTorch file, or it "
-                         f"needs code execution to unpickle): {first}") from exc
+        raise InputError(
+            f"checkpoint {path} cannot be loaded safely (truncated, not a PyTorch file, or it "
+            f"needs code execution to unpickle): {first}"
+        ) from exc
 
 
 def state_dict_from(obj: Any, source: str) -> Mapping[str, torch.Tensor]:
@@ -58,12 +66,18 @@ def load_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    misshaped = sorted(f"{k}: {tuple(state[k].shape)} != {tuple(own[k].shape)}"
-                       for k in set(own) & set(state) if tuple(state[k].shape) != tuple(own[k].shape))
+    misshaped = sorted(
+        f"{k}: {tuple(state[k].shape)} != {tuple(own[k].shape)}"
+        for k in set(own) & set(state)
+        if tuple(state[k].shape) != tuple(own[k].shape)
+    )
     if missing or unexpected or misshaped:
+
         def _fmt(name, items):
             return f"{len(items)} {name} ({', '.join(items[:5])}{', ...' if len(items) > 5 else ''})" if items else ""
-        parts = [p for p in (_fmt("missing", missing), _fmt("unexpected", unexpected),
-                             _fmt("mis-shaped", misshaped)) if p]
+
+        parts = [
+            p for p in (_fmt("missing", missing), _fmt("unexpected", unexpected), _fmt("mis-shaped", misshaped)) if p
+        ]
         raise InputError(f"{source} does not fit this architecture: " + "; ".join(parts))
     model.load_state_dict(state, strict=True)

@@ -15,8 +15,14 @@ from mudo_app.labels import NUM_CLASSES
 
 
 def _unet(channels, in_channels: int = 2, out_channels: int = NUM_CLASSES, num_res_units: int = 1) -> nn.Module:
-    return UNet(spatial_dims=3, in_channels=in_channels, out_channels=out_channels, channels=channels,
-                strides=(2,) * (len(channels) - 1), num_res_units=num_res_units)
+    return UNet(
+        spatial_dims=3,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        channels=channels,
+        strides=(2,) * (len(channels) - 1),
+        num_res_units=num_res_units,
+    )
 
 
 # GFLOPs per (1, 2, 128, 128, 128) forward, torch FlopCounterMode: unet_lite 12.7, unet_small 42.6, unet 89.5

@@ -17,12 +17,22 @@ import torch
 
 from mudo_app.errors import InputError
 from mudo_app.models.loading import load_strict, read_checkpoint, state_dict_from
-from mudo_app.models.sam3d import SAM_MED3D_CT, SEGANYPET_PET, STANDIN_CT, STANDIN_PET, InputContract, Sam3D, build_sam3d
+from mudo_app.models.sam3d import (
+    SAM_MED3D_CT,
+    SEGANYPET_PET,
+    STANDIN_CT,
+    STANDIN_PET,
+    InputContract,
+    Sam3D,
+    build_sam3d,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STANDIN_DIR = REPO_ROOT / "sample-datasets" / "teachers"
-MODALITIES = {"CT": ("sam_med3d_ct", SAM_MED3D_CT, STANDIN_CT, "standin_ct.pt"),
-              "PET": ("seganypet_pet", SEGANYPET_PET, STANDIN_PET, "standin_pet.pt")}
+MODALITIES = {
+    "CT": ("sam_med3d_ct", SAM_MED3D_CT, STANDIN_CT, "standin_ct.pt"),
+    "PET": ("seganypet_pet", SEGANYPET_PET, STANDIN_PET, "standin_pet.pt"),
+}
 
 
 @dataclass
@@ -46,8 +56,13 @@ def save_standin(path: Union[str, os.PathLike], model: Sam3D, config: str, modal
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
-        "model_state_dict": {k: v.detach().half() if v.is_floating_point() else v for k, v in model.state_dict().items()},
-        "standin": True, "architecture": config, "modality": modality, "provenance": provenance,
+        "model_state_dict": {
+            k: v.detach().half() if v.is_floating_point() else v for k, v in model.state_dict().items()
+        },
+        "standin": True,
+        "architecture": config,
+        "modality": modality,
+        "provenance": provenance,
     }
     tmp = path.with_name(f".tmp-{path.name}")
     torch.save(payload, tmp)

@@ -24,8 +24,13 @@ class Deformation:
     phase: np.ndarray  # (n,)
 
     @classmethod
-    def random(cls, rng: np.random.Generator, n: int = 4, amplitude_mm: float = 7.0,
-               wavelength_mm: Tuple[float, float] = (120.0, 400.0)) -> "Deformation":
+    def random(
+        cls,
+        rng: np.random.Generator,
+        n: int = 4,
+        amplitude_mm: float = 7.0,
+        wavelength_mm: Tuple[float, float] = (120.0, 400.0),
+    ) -> "Deformation":
         wavelength = rng.uniform(*wavelength_mm, size=n)
         direction = rng.normal(size=(n, 3))
         direction /= np.linalg.norm(direction, axis=1, keepdims=True)
@@ -49,8 +54,15 @@ class Deformation:
 class Canvas:
     """World coordinates of a diagonal RAS grid, evaluated lazily inside bounding boxes."""
 
-    def __init__(self, shape: Sequence[int], spacing: Sequence[float], origin: Sequence[float], deformation: Deformation,
-                 pose: np.ndarray = None, pivot: Sequence[float] = (0.0, 0.0, 0.0)):
+    def __init__(
+        self,
+        shape: Sequence[int],
+        spacing: Sequence[float],
+        origin: Sequence[float],
+        deformation: Deformation,
+        pose: np.ndarray = None,
+        pivot: Sequence[float] = (0.0, 0.0, 0.0),
+    ):
         self.shape = tuple(int(s) for s in shape)
         self.spacing = np.asarray(spacing, np.float64)
         self.origin = np.asarray(origin, np.float64)

@@ -9,8 +9,18 @@ import numpy as np
 from mudo_app.labels import LESION
 from mudo_app.synth.canvas import ellipsoid_radius, rotation
 
-SITES = ("liver", "lung", "bone", "spleen", "node_mediastinal", "node_paraaortic", "node_neck",
-         "node_axillary", "node_inguinal", "node_perirenal")
+SITES = (
+    "liver",
+    "lung",
+    "bone",
+    "spleen",
+    "node_mediastinal",
+    "node_paraaortic",
+    "node_neck",
+    "node_axillary",
+    "node_inguinal",
+    "node_perirenal",
+)
 SITE_P = np.array([0.16, 0.14, 0.12, 0.05, 0.12, 0.12, 0.07, 0.08, 0.07, 0.07])
 
 
@@ -79,8 +89,15 @@ def add_lesions(p, rng: np.random.Generator, a: Dict, settings) -> List[Dict]:
         suv = np.where(r < 0.35, peak * rng.uniform(0.4, 1.0), peak).astype(np.float32) if radius > 15 else peak
         hu = {"lung": 35.0, "liver": 38.0, "bone": float(rng.uniform(150, 900))}.get(site, 42.0)
         p.paint(sl, mask, hu=hu, suv=suv, label=LESION)
-        out.append({"site": site, "centre_mm": [round(float(c), 2) for c in centre], "radius_mm": round(radius, 2),
-                    "peak_suv": round(peak, 3), "voxels": int(mask.sum())})
+        out.append(
+            {
+                "site": site,
+                "centre_mm": [round(float(c), 2) for c in centre],
+                "radius_mm": round(radius, 2),
+                "peak_suv": round(peak, 3),
+                "voxels": int(mask.sum()),
+            }
+        )
     return out
 
 
@@ -89,8 +106,13 @@ def add_benign_uptake(p, rng: np.random.Generator, a: Dict) -> int:
     n = int(rng.integers(0, 5))
     for _ in range(n):
         side = 1 if rng.random() < 0.5 else -1
-        centre = np.array([side * rng.uniform(20, a["W"] - a["fat_mm"]), a["y_body"] + rng.uniform(-40, 40),
-                           a["z0"] + rng.uniform(60, 600) * a["h"]])
+        centre = np.array(
+            [
+                side * rng.uniform(20, a["W"] - a["fat_mm"]),
+                a["y_body"] + rng.uniform(-40, 40),
+                a["z0"] + rng.uniform(60, 600) * a["h"],
+            ]
+        )
         semi = rng.uniform(5, 14, size=3)
         sl = p.canvas.box(centre - 2 * semi.max(), centre + 2 * semi.max())
         mask = (ellipsoid_radius(p.canvas.coords(sl), centre, semi) < 1) & p.body[sl] & (p.label[sl] == 0)

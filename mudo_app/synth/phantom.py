@@ -113,8 +113,9 @@ def _body(p: Painter, a: Dict) -> None:
         rib = (np.abs(rr - 0.93) < 0.035) & (np.abs(z - zr) < 5) & (np.abs(x) > 18)
         p.paint(sl, rib, hu=650.0, suv=0.9)
     for side in (-1, 1):
-        sl, m, r = p.ellipsoid((side * 95 * a["w"], a["y_body"] - 30, a["z0"] + 150 * a["h"]), (48, 22, 55), rotation(0, 0, 0.3),
-                               suv=0.9)
+        sl, m, r = p.ellipsoid(
+            (side * 95 * a["w"], a["y_body"] - 30, a["z0"] + 150 * a["h"]), (48, 22, 55), rotation(0, 0, 0.3), suv=0.9
+        )
         p.paint(sl, m & (r > 0.7), hu=600.0)
         p.paint(sl, m & (r <= 0.7), hu=250.0)
         p.ellipsoid((side * 88 * a["w"], a["y_body"] + 5, a["z0"] + 35 * a["h"]), (22, 22, 22), hu=450.0, suv=0.9)
@@ -128,7 +129,9 @@ def _lungs(p: Painter, a: Dict) -> None:
         reach = max(semi)
         sl = p.canvas.box(np.subtract(centre, reach), np.add(centre, reach))
         x, y, z = a["_warps"]["lung_r" if side > 0 else "lung_l"].apply(*p.canvas.coords(sl))
-        inside = ellipsoid_radius((x, y, z), centre, semi, _rot(a, "lung_r" if side > 0 else "lung_l", side * 0.08)) < 1.0
+        inside = (
+            ellipsoid_radius((x, y, z), centre, semi, _rot(a, "lung_r" if side > 0 else "lung_l", side * 0.08)) < 1.0
+        )
         u, v = y - centre[1], z - centre[2]
         is_lower = v < -a["fissure_slope"] * u + a["fissure_offset"][side > 0]
         hu = -860.0 + 25.0 * np.sin(x / 11.0) * np.sin(y / 13.0) * np.sin(z / 9.0)
@@ -142,8 +145,15 @@ def _heart_aorta(p: Painter, a: Dict) -> None:
     """Heart (myocardium shell with variable uptake around a blood pool) and aorta; painted last."""
     h = a["h"]
     hc = _jit(a, "heart", (-18 * a["w"], a["y_body"] + 32, a["z_lung"] - 50 * h))
-    sl, m, r = p.ellipsoid(hc, a["heart_semi"], _rot(a, "heart", 0.5, 0.35, 0.0), _w(a, "heart"), hu=a["blood_hu"], suv=a["blood_suv"],
-                           label=HEART)
+    sl, m, r = p.ellipsoid(
+        hc,
+        a["heart_semi"],
+        _rot(a, "heart", 0.5, 0.35, 0.0),
+        _w(a, "heart"),
+        hu=a["blood_hu"],
+        suv=a["blood_suv"],
+        label=HEART,
+    )
     p.paint(sl, m & (r > 0.72), hu=45.0)
     p.paint(sl, m & (r > 0.72), suv=a["myocardium_suv"])
     # aorta: ascending, arch, descending to the bifurcation
@@ -177,22 +187,50 @@ def _abdomen(p: Painter, rng, a: Dict) -> None:
     sl, m, r = p.ellipsoid(sc, (42, 35, 48), rotation(-0.4), hu=25.0, suv=float(rng.uniform(1.2, 3.0)))
     p.paint(sl, m & (r < 0.6) & (p.canvas.coords(sl)[2] > sc[2] + 15), hu=-800.0, suv=0.2)
     lc = _jit(a, "liver", (72 * a["w"], yb + 5, a["z_liver"]))
-    p.ellipsoid(lc, a["liver_semi"], _rot(a, "liver", -0.35, 0.1, 0.0), _w(a, "liver"), hu=a["liver_hu"], suv=a["liver_suv"],
-                label=LIVER)
-    p.ellipsoid(_jit(a, "spleen", (-92 * a["w"], yb - 30, a["z_liver"] + 5)), a["spleen_semi"], _rot(a, "spleen", 0.5), _w(a, "spleen"),
-                hu=a["spleen_hu"], suv=a["spleen_suv"], label=SPLEEN)
+    p.ellipsoid(
+        lc,
+        a["liver_semi"],
+        _rot(a, "liver", -0.35, 0.1, 0.0),
+        _w(a, "liver"),
+        hu=a["liver_hu"],
+        suv=a["liver_suv"],
+        label=LIVER,
+    )
+    p.ellipsoid(
+        _jit(a, "spleen", (-92 * a["w"], yb - 30, a["z_liver"] + 5)),
+        a["spleen_semi"],
+        _rot(a, "spleen", 0.5),
+        _w(a, "spleen"),
+        hu=a["spleen_hu"],
+        suv=a["spleen_suv"],
+        label=SPLEEN,
+    )
     for side, lab in ((-1, KIDNEY_L), (1, KIDNEY_R)):
         name = "kidney_r" if side > 0 else "kidney_l"
         kc = _jit(a, name, (side * 72 * a["w"], yb - a["D"] + 70, a["z_kidney"] - (12 if side > 0 else 0)))
-        sl, m, r = p.ellipsoid(kc, a["kidney_semi"], _rot(a, name, side * 0.35, 0.0, 0.15), _w(a, name), hu=a["kidney_hu"],
-                               suv=a["kidney_suv"], label=lab)
+        sl, m, r = p.ellipsoid(
+            kc,
+            a["kidney_semi"],
+            _rot(a, name, side * 0.35, 0.0, 0.15),
+            _w(a, name),
+            hu=a["kidney_hu"],
+            suv=a["kidney_suv"],
+            label=lab,
+        )
         pelvis = ellipsoid_radius(p.canvas.coords(sl), (kc[0] - side * 10, kc[1] + 4, kc[2]), (9, 8, 20)) < 1
         p.paint(sl, m & pelvis, hu=20.0, suv=a["urine_suv"])
     bc = (0, yb + 22, z0 + 72 * h)
     p.ellipsoid(bc, a["bladder_semi"], hu=10.0, suv=a["urine_suv"])
     if a["male"]:
-        p.ellipsoid(_jit(a, "prostate", (0, yb + 8, z0 + 28 * h)), a["prostate_semi"], _rot(a, "prostate"), _w(a, "prostate"), hu=42.0,
-                    suv=a["prostate_suv"], label=PROSTATE)
+        p.ellipsoid(
+            _jit(a, "prostate", (0, yb + 8, z0 + 28 * h)),
+            a["prostate_semi"],
+            _rot(a, "prostate"),
+            _w(a, "prostate"),
+            hu=42.0,
+            suv=a["prostate_suv"],
+            label=PROSTATE,
+        )
 
 
 ORGANS_JITTERED = ("lung_l", "lung_r", "heart", "liver", "spleen", "kidney_l", "kidney_r", "prostate")
@@ -225,33 +263,61 @@ def sample_anatomy(rng: np.random.Generator, settings: PhantomSettings) -> Dict:
     organ_scale = {o: u(0.85, 1.18) for o in ORGANS_JITTERED}
     s = lambda o, semi: tuple(float(x * organ_scale[o]) for x in semi)  # noqa: E731
     a = dict(
-        domain=domain, male=bool(u() < 0.6), h=h, w=w, z0=z0, contrast=phase,
+        domain=domain,
+        male=bool(u() < 0.6),
+        h=h,
+        w=w,
+        z0=z0,
+        contrast=phase,
         pose_deg=(u(-12, 12), u(-4, 4), u(-4, 4)),  # yaw (axial plane), pitch, roll of the patient
-        W=160 * w, D=105 * dpt, y_body=u(-10, 10), fat_mm=u(5, 45),
-        z_shoulder=z0 + 575 * h, z_lung=z0 + 470 * h, z_liver=z0 + 375 * h, z_kidney=z0 + 295 * h,
-        lung_x=u(78, 94) * w, lung_semi=(u(52, 68) * w, u(68, 92) * dpt, u(85, 115) * h),
-        fissure_slope=u(0.5, 1.3), fissure_offset=(u(-15, 25), u(-15, 25)), horizontal_fissure=u(15, 40),
-        heart_semi=s("heart", (u(50, 62), u(40, 50), u(52, 66))), aorta_r=u(9, 15),
+        W=160 * w,
+        D=105 * dpt,
+        y_body=u(-10, 10),
+        fat_mm=u(5, 45),
+        z_shoulder=z0 + 575 * h,
+        z_lung=z0 + 470 * h,
+        z_liver=z0 + 375 * h,
+        z_kidney=z0 + 295 * h,
+        lung_x=u(78, 94) * w,
+        lung_semi=(u(52, 68) * w, u(68, 92) * dpt, u(85, 115) * h),
+        fissure_slope=u(0.5, 1.3),
+        fissure_offset=(u(-15, 25), u(-15, 25)),
+        horizontal_fissure=u(15, 40),
+        heart_semi=s("heart", (u(50, 62), u(40, 50), u(52, 66))),
+        aorta_r=u(9, 15),
         liver_semi=s("liver", (u(80, 95), u(68, 82), u(58, 72))),
         spleen_semi=s("spleen", (u(24, 34), u(38, 54), u(42, 62))),
         kidney_semi=s("kidney_l", (u(23, 30), u(19, 25), u(46, 60))),
-        bladder_semi=tuple(u(22, 50, size=3)), prostate_semi=s("prostate", (u(15, 21), u(13, 17), u(15, 20))),
+        bladder_semi=tuple(u(22, 50, size=3)),
+        prostate_semi=s("prostate", (u(15, 21), u(13, 17), u(15, 20))),
         shift={o: rng.normal(scale=14.0, size=3) for o in ORGANS_JITTERED},
         tilt={o: rng.normal(scale=0.18, size=3) for o in ORGANS_JITTERED},
-        blood_hu=blood_hu, liver_hu=liver_hu, spleen_hu=spleen_hu, kidney_hu=kidney_hu,
-        muscle_suv=u(0.5, 1.1), lung_suv=u(0.25, 0.7), blood_suv=u(1.2, 2.4), myocardium_suv=u(1.0, 18.0),
-        liver_suv=u(1.3, 3.2), spleen_suv=u(1.2, 2.6), kidney_factor=u(1.3, 3.0), urine_suv=u(6.0, 70.0),
-        prostate_suv=u(1.2, 3.5), brain_suv=u(5.0, 13.0),
+        blood_hu=blood_hu,
+        liver_hu=liver_hu,
+        spleen_hu=spleen_hu,
+        kidney_hu=kidney_hu,
+        muscle_suv=u(0.5, 1.1),
+        lung_suv=u(0.25, 0.7),
+        blood_suv=u(1.2, 2.4),
+        myocardium_suv=u(1.0, 18.0),
+        liver_suv=u(1.3, 3.2),
+        spleen_suv=u(1.2, 2.6),
+        kidney_factor=u(1.3, 3.0),
+        urine_suv=u(6.0, 70.0),
+        prostate_suv=u(1.2, 3.5),
+        brain_suv=u(5.0, 13.0),
         pet_fwhm_mm=u(5.0, 7.5) if domain == "A" else u(7.5, 11.0),
         pet_noise=u(0.12, 0.25) if domain == "A" else u(0.25, 0.45),
         suv_scale=1.0 if domain == "A" else u(0.8, 1.2),
         ct_noise_hu=u(6, 15) if domain == "A" else u(18, 40),
-        ct_offset_hu=0.0 if domain == "A" else u(-25, 25), ct_gain=1.0 if domain == "A" else u(0.93, 1.07),
+        ct_offset_hu=0.0 if domain == "A" else u(-25, 25),
+        ct_gain=1.0 if domain == "A" else u(0.93, 1.07),
     )
     a["kidney_suv"] = a["liver_suv"] * a["kidney_factor"]  # parenchyma above liver: excretion
     # each organ's own small-scale shape irregularity (lobulation), not stored in the metadata
-    a["_warps"] = {o: Deformation.random(rng, n=5, amplitude_mm=u(4.0, 10.0), wavelength_mm=(40.0, 120.0))
-                   for o in ORGANS_JITTERED}
+    a["_warps"] = {
+        o: Deformation.random(rng, n=5, amplitude_mm=u(4.0, 10.0), wavelength_mm=(40.0, 120.0)) for o in ORGANS_JITTERED
+    }
     a["ct_texture_hu"], a["pet_heterogeneity"] = u(5.0, 25.0), u(0.05, 0.3)
     return a
 
@@ -266,8 +332,14 @@ def generate_case(rng: np.random.Generator, settings: PhantomSettings = PhantomS
     shape = settings.shape
     origin = (-(shape[0] - 1) / 2 * settings.spacing[0], -(shape[1] - 1) / 2 * settings.spacing[1], 0.0)
     pose = rotation(*np.radians(a["pose_deg"]))
-    canvas = Canvas(shape, settings.spacing, origin, Deformation.random(rng, n=6, amplitude_mm=15.0), pose,
-                    pivot=(0.0, 0.0, a["z_liver"]))
+    canvas = Canvas(
+        shape,
+        settings.spacing,
+        origin,
+        Deformation.random(rng, n=6, amplitude_mm=15.0),
+        pose,
+        pivot=(0.0, 0.0, a["z_liver"]),
+    )
     p = Painter(canvas)
     _body(p, a)
     _lungs(p, a)
@@ -277,14 +349,20 @@ def generate_case(rng: np.random.Generator, settings: PhantomSettings = PhantomS
     lesions = add_lesions(p, rng, a, settings)
     add_benign_uptake(p, rng, a)
     ct, pet = _acquire(p, rng, a, np.asarray(settings.spacing))
-    meta = {"synthetic": True, "generator": "mudo_app.synth.phantom", "settings": asdict(settings),
-            "anatomy": _jsonable(a), "lesions": lesions}
+    meta = {
+        "synthetic": True,
+        "generator": "mudo_app.synth.phantom",
+        "settings": asdict(settings),
+        "anatomy": _jsonable(a),
+        "lesions": lesions,
+    }
     aff = canvas.affine
     return Volume(ct, aff), Volume(pet, aff.copy()), Volume(p.label, aff.copy()), meta
 
 
 def _acquire(p: Painter, rng, a: Dict, spacing: np.ndarray):
     """Image formation: PET blur + count noise; CT partial volume + noise + domain calibration."""
+
     def smooth_field(scale_mm: float) -> np.ndarray:  # zero-mean, unit-std smooth random field
         f = ndimage.gaussian_filter(rng.standard_normal(p.suv.shape, dtype=np.float32), scale_mm / spacing)
         return f / max(float(f.std()), 1e-6)

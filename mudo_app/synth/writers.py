@@ -58,8 +58,14 @@ def _write_nnunet(out: Path, cid: str, ct: Volume, pet: Volume, label: Volume, m
 
 
 def write_dataset(
-    out, cases: int, seed: int = 0, settings: PhantomSettings = PhantomSettings(), layout: str = "datastore",
-    labelled: Optional[int] = None, progress: bool = True, on_case: Optional[Callable[[str, Dict], None]] = None,
+    out,
+    cases: int,
+    seed: int = 0,
+    settings: PhantomSettings = PhantomSettings(),
+    layout: str = "datastore",
+    labelled: Optional[int] = None,
+    progress: bool = True,
+    on_case: Optional[Callable[[str, Dict], None]] = None,
 ) -> Path:
     """Generate ``cases`` phantoms into ``out`` in ``layout``.
 
@@ -89,7 +95,12 @@ def write_dataset(
             on_case(cid, meta)
     if layout == "nnunet":
         names = label_names()
-        ds = {"channel_names": {"0": "CT", "1": "PET"}, "labels": names, "numTraining": cases,
-              "file_ending": ".nii.gz", "description": "MuDuo synthetic PET/CT phantoms (synthetic PET)"}
+        ds = {
+            "channel_names": {"0": "CT", "1": "PET"},
+            "labels": names,
+            "numTraining": cases,
+            "file_ending": ".nii.gz",
+            "description": "MuDuo synthetic PET/CT phantoms (synthetic PET)",
+        }
         (out / "dataset.json").write_text(json.dumps(ds, indent=2))
     return out

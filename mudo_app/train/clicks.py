@@ -40,8 +40,9 @@ def first_click(target: np.ndarray, rng: Optional[np.random.Generator] = None) -
     return idx[rng.integers(len(idx))]
 
 
-def next_click(target: np.ndarray, pred: np.ndarray, rng: Optional[np.random.Generator] = None
-               ) -> Optional[Tuple[np.ndarray, int]]:
+def next_click(
+    target: np.ndarray, pred: np.ndarray, rng: Optional[np.random.Generator] = None
+) -> Optional[Tuple[np.ndarray, int]]:
     """A click correcting ``pred``: in the larger of false negatives (label 1) / false positives (0).
 
     Deterministic (``rng`` None): the deepest voxel of the largest error component, as evaluation

@@ -81,9 +81,16 @@ class TrainConfig:
         def bad(name, why):
             raise InputError(f"config field {name!r}: {why}")
 
-        choices = {"method": METHODS, "student": tuple(sorted(STUDENTS)), "classes": tuple(sorted(CLASS_SETS)),
-                   "augment": AUGMENTATIONS, "device": DEVICES, "optimiser": OPTIMISERS, "filter": FILTERS,
-                   "teachers": TEACHERS}
+        choices = {
+            "method": METHODS,
+            "student": tuple(sorted(STUDENTS)),
+            "classes": tuple(sorted(CLASS_SETS)),
+            "augment": AUGMENTATIONS,
+            "device": DEVICES,
+            "optimiser": OPTIMISERS,
+            "filter": FILTERS,
+            "teachers": TEACHERS,
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 bad(name, f"must be one of {allowed}, got {getattr(self, name)!r}")
@@ -129,7 +136,9 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
             return None
         raise InputError(f"config field {f.name!r} must not be null")
     if kind.startswith("Tuple[int"):
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        if not isinstance(value, (list, tuple)) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        ):
             raise InputError(f"config field {f.name!r} must be a list of integers, got {value!r}")
         return tuple(value)
     if kind == "int":
@@ -167,6 +176,7 @@ def load_config(path, overrides: Optional[Dict[str, Any]] = None) -> TrainConfig
     try:
         values = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise InputError(f"config file {path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {exc}") from exc
+        raise InputError(
+            f"config file {path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {exc}"
+        ) from exc
     return config_from_dict({**values, **(overrides or {})})
-

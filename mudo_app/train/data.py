@@ -40,7 +40,7 @@ class UnlabelledCase:
 
     def patch(self, position: int, patch: Sequence[int]) -> np.ndarray:
         s = self.starts[position]
-        return self.image[:, s[0]:s[0] + patch[0], s[1]:s[1] + patch[1], s[2]:s[2] + patch[2]]
+        return self.image[:, s[0] : s[0] + patch[0], s[1] : s[1] + patch[1], s[2] : s[2] + patch[2]]
 
     def centre_world(self, position: int, patch: Sequence[int]) -> np.ndarray:
         return patch_centre_world(self.ct.affine, self.starts[position], patch)
@@ -89,7 +89,9 @@ def load_training_set(config: TrainConfig, prep: StudentInput = StudentInput()) 
             labelled.append(_labelled(cid, image, truth, config))
         else:
             padded, _ = pad_to(image, np.zeros(image.shape[1:], np.uint8), config.patch)
-            unlabelled.append(UnlabelledCase(cid, case.ct, case.pet, padded, patch_starts(image.shape[1:], config.patch)))
+            unlabelled.append(
+                UnlabelledCase(cid, case.ct, case.pet, padded, patch_starts(image.shape[1:], config.patch))
+            )
     if config.method in ("muduo", "mean_teacher") and not unlabelled:
         raise InputError(f"method {config.method!r} needs unlabelled cases; every case in {store.root} is labelled")
     return TrainingSet(labelled, unlabelled)

@@ -28,13 +28,16 @@ def resolve_device(name: str, what: str = "config field 'device'") -> torch.devi
     if name == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise InputError(f"{what} is 'cuda' but PyTorch sees no CUDA GPU "
-                         f"(torch {torch.__version__}); use 'cpu' or 'auto'")
+        raise InputError(
+            f"{what} is 'cuda' but PyTorch sees no CUDA GPU (torch {torch.__version__}); use 'cpu' or 'auto'"
+        )
     local = int(os.environ.get("LOCAL_RANK", "0"))
     visible = torch.cuda.device_count()
     if local >= visible:
-        raise InputError(f"process with LOCAL_RANK {local} needs GPU {local} but {visible} are visible: "
-                         f"run torchrun with --nproc_per_node at most {visible}, or device 'cpu'")
+        raise InputError(
+            f"process with LOCAL_RANK {local} needs GPU {local} but {visible} are visible: "
+            f"run torchrun with --nproc_per_node at most {visible}, or device 'cpu'"
+        )
     device = torch.device("cuda", local)
     torch.cuda.set_device(device)
     return device

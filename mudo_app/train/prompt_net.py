@@ -17,8 +17,15 @@ from mudo_app.train.supervised import SupervisedSettings, fit_supervised
 FILE = "prompt_net.pt"
 
 
-def load_or_train_prompt_net(labelled: List, config: TrainConfig, out: Path, shard, progress: bool = True,
-                             reuse: bool = False, device: torch.device = torch.device("cpu")) -> torch.nn.Module:
+def load_or_train_prompt_net(
+    labelled: List,
+    config: TrainConfig,
+    out: Path,
+    shard,
+    progress: bool = True,
+    reuse: bool = False,
+    device: torch.device = torch.device("cpu"),
+) -> torch.nn.Module:
     """The frozen prompt network of this run, on ``device``: read from ``out/prompt_net.pt`` when
     resuming (``reuse``), else trained on rank 0 (PET channel of the labelled cases,
     ``prompt_net_iterations``) and broadcast to the other ranks."""
@@ -29,14 +36,28 @@ def load_or_train_prompt_net(labelled: List, config: TrainConfig, out: Path, sha
     else:
         net = build_student(config.student, **kwargs).to(device)
         if shard.rank == 0:
-            settings = SupervisedSettings(student=config.student, iterations=max(config.prompt_net_iterations, 1),
-                                          patch=tuple(config.patch), seed=config.seed, lr=2e-3)
+            settings = SupervisedSettings(
+                student=config.student,
+                iterations=max(config.prompt_net_iterations, 1),
+                patch=tuple(config.patch),
+                seed=config.seed,
+                lr=2e-3,
+            )
             data = [(case.image[1:], case.label) for case in labelled]
             fit_supervised(net, data, settings, progress, desc="prompt network (PET only)")
-            save_student(path, net, config.student, kwargs,
-                         provenance={"role": "MuDuo prompt network", "inputs": "PET channel only",
-                                     "iterations": settings.iterations, "seed": config.seed,
-                                     "labelled": [c.case_id for c in labelled]})
+            save_student(
+                path,
+                net,
+                config.student,
+                kwargs,
+                provenance={
+                    "role": "MuDuo prompt network",
+                    "inputs": "PET channel only",
+                    "iterations": settings.iterations,
+                    "seed": config.seed,
+                    "labelled": [c.case_id for c in labelled],
+                },
+            )
         if shard.world > 1:
             state = [{k: v.cpu() for k, v in net.state_dict().items()}]
             dist.broadcast_object_list(state, src=0)

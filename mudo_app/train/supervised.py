@@ -30,8 +30,9 @@ class SupervisedSettings:
     foreground_prob: float = 0.5
 
 
-def train_supervised(cases: List[Case], settings: SupervisedSettings = SupervisedSettings(),
-                     progress: bool = True) -> torch.nn.Module:
+def train_supervised(
+    cases: List[Case], settings: SupervisedSettings = SupervisedSettings(), progress: bool = True
+) -> torch.nn.Module:
     """Train a student from scratch on ``cases`` (each with a label); returns it in eval mode."""
     if not cases or any(c.label is None for c in cases):
         raise ValueError("train_supervised needs at least one case, every case labelled")
@@ -40,8 +41,13 @@ def train_supervised(cases: List[Case], settings: SupervisedSettings = Supervise
     return fit_supervised(build_student(settings.student), data, settings, progress)
 
 
-def fit_supervised(net: torch.nn.Module, data: List[Tuple[np.ndarray, np.ndarray]], settings: SupervisedSettings,
-                   progress: bool = True, desc: str = "supervised") -> torch.nn.Module:
+def fit_supervised(
+    net: torch.nn.Module,
+    data: List[Tuple[np.ndarray, np.ndarray]],
+    settings: SupervisedSettings,
+    progress: bool = True,
+    desc: str = "supervised",
+) -> torch.nn.Module:
     """Fit ``net`` on (image (C, X, Y, Z) float32, label (X, Y, Z) int64) pairs, on the device its
     parameters are on (patches are cut on the CPU); returns it in eval mode."""
     device = next(net.parameters()).device

@@ -59,8 +59,14 @@ def _image(case: Case, modality: str) -> Volume:
     return case.ct if modality == "CT" else case.pet
 
 
-def sample_crop(case: Case, modality: str, contract: InputContract, rng: np.random.Generator,
-                jitter_mm: float = 12.0, voxels: Optional[Dict[int, np.ndarray]] = None):
+def sample_crop(
+    case: Case,
+    modality: str,
+    contract: InputContract,
+    rng: np.random.Generator,
+    jitter_mm: float = 12.0,
+    voxels: Optional[Dict[int, np.ndarray]] = None,
+):
     """A training crop around a random object: (normalised image (S, S, S), binary target, class id).
 
     ``voxels``: :func:`class_voxels` of the case's label, precomputed once per case.
@@ -82,19 +88,20 @@ def _clicks_tensor(clicks: List[List[tuple]]):
     return coords, labels
 
 
-def pretrain_teacher(cases: Sequence[Case], contract: InputContract, settings: TeacherPretrainSettings,
-                     progress: bool = True) -> Sam3D:
+def pretrain_teacher(
+    cases: Sequence[Case], contract: InputContract, settings: TeacherPretrainSettings, progress: bool = True
+) -> Sam3D:
     """Train a stand-in teacher from scratch on labelled ``cases``; returns it in eval mode."""
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     model = build_sam3d(settings.architecture).train()
     voxels = [class_voxels(c.label.array) for c in cases]
     opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=settings.lr, total_steps=settings.iterations,
-                                                pct_start=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=settings.lr, total_steps=settings.iterations, pct_start=0.1)
     dice = DiceLoss(sigmoid=True)
-    bar = tqdm(range(settings.iterations), desc=f"stand-in {settings.modality} teacher", unit="it",
-               disable=not progress)
+    bar = tqdm(
+        range(settings.iterations), desc=f"stand-in {settings.modality} teacher", unit="it", disable=not progress
+    )
     for _ in bar:
         crops = []
         for _ in range(settings.batch_size):
@@ -112,8 +119,12 @@ def pretrain_teacher(cases: Sequence[Case], contract: InputContract, settings: T
             pred = up.detach() > 0
             inter = (pred & (targets > 0)).flatten(1).sum(1).float()
             union = (pred | (targets > 0)).flatten(1).sum(1).float().clamp(min=1)
-            loss = loss + dice(up, targets) + F.binary_cross_entropy_with_logits(up, targets) \
+            loss = (
+                loss
+                + dice(up, targets)
+                + F.binary_cross_entropy_with_logits(up, targets)
                 + F.mse_loss(iou[:, 0], inter / union)
+            )
             mask_prompt = logits.detach()
             if step + 1 < settings.clicks:
                 for b, t in enumerate(targets_np):
@@ -147,8 +158,14 @@ def click_objects(label: np.ndarray):
             yield cls, comps == i
 
 
-def evaluate_clicks(model: Sam3D, contract: InputContract, cases: Sequence[Case], modality: str,
-                    n_clicks: Sequence[int] = (1, 3), progress: bool = True) -> Dict[int, Dict[str, float]]:
+def evaluate_clicks(
+    model: Sam3D,
+    contract: InputContract,
+    cases: Sequence[Case],
+    modality: str,
+    n_clicks: Sequence[int] = (1, 3),
+    progress: bool = True,
+) -> Dict[int, Dict[str, float]]:
     """Zero-shot Dice per class after k clicks (deterministic clicks), on the full case grid.
 
     Each object (an organ, or one lesion) gets its own session: first click at the object's deepest
@@ -174,4 +191,3 @@ def evaluate_clicks(model: Sam3D, contract: InputContract, cases: Sequence[Case]
                 labels.append(int(nxt[1]))
                 mask_input = res.low_res_logits
     return {k: {name: float(np.mean(v)) for name, v in per.items()} for k, per in scores.items()}
-

@@ -94,7 +94,9 @@ class Trainer:
         if c.init_from:
             warm, _, meta = load_student(c.init_from)
             if meta["architecture"]["name"] != c.student:
-                raise InputError(f"init_from {c.init_from} is a {meta['architecture']['name']}, config says {c.student}")
+                raise InputError(
+                    f"init_from {c.init_from} is a {meta['architecture']['name']}, config says {c.student}"
+                )
             self.net.load_state_dict(warm.state_dict())
         if c.method == "mean_teacher":
             self.ema = build_student(c.student).to(self.device)
@@ -106,13 +108,15 @@ class Trainer:
                 self.banks["ct"] = TeacherBank(load_teacher("CT", c.ct_teacher, self.device), c.patch)
             if c.teachers in ("both", "pet"):
                 self.banks["pet"] = TeacherBank(load_teacher("PET", c.pet_teacher, self.device), c.patch)
-                self.prompt_net = load_or_train_prompt_net(data.labelled, c, self.out, self.shard, self.progress,
-                                                           reuse=resume, device=self.device)
+                self.prompt_net = load_or_train_prompt_net(
+                    data.labelled, c, self.out, self.shard, self.progress, reuse=resume, device=self.device
+                )
         opt_cls = torch.optim.SGD if c.optimiser == "sgd" else torch.optim.AdamW
         kw = {"momentum": c.momentum} if c.optimiser == "sgd" else {}
         self.optimiser = opt_cls(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay, **kw)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimiser, lambda it: max(0.0, 1 - it / c.iterations) ** 0.9)
+            self.optimiser, lambda it: max(0.0, 1 - it / c.iterations) ** 0.9
+        )
         self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=0.5, lambda_ce=0.5)
         self.rng = np.random.default_rng(c.seed)
         self.noise = torch.Generator().manual_seed(c.seed)
@@ -122,9 +126,15 @@ class Trainer:
             self.model = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
 
     def _state(self) -> dict:
-        return {"iteration": self.iteration, "student": self.net.state_dict(), "optimiser": self.optimiser.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "ema": None if self.ema is None else self.ema.state_dict(),
-                "rng": self.rng.bit_generator.state, "noise": self.noise.get_state()}
+        return {
+            "iteration": self.iteration,
+            "student": self.net.state_dict(),
+            "optimiser": self.optimiser.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "ema": None if self.ema is None else self.ema.state_dict(),
+            "rng": self.rng.bit_generator.state,
+            "noise": self.noise.get_state(),
+        }
 
     def _restore(self) -> None:
         state = read_checkpoint(self.out / "state.pt")
@@ -156,7 +166,7 @@ class Trainer:
             for _ in range(c.batch_unlabelled):
                 ci = int(self.rng.integers(len(data.unlabelled)))
                 pos = int(self.rng.integers(len(data.unlabelled[ci].starts)))
-                unl.append((ci, pos, self._augmentation(), int(self.rng.integers(2 ** 31))))
+                unl.append((ci, pos, self._augmentation(), int(self.rng.integers(2**31))))
         alphas = self.rng.uniform(0.0, 1.0, size=(len(c.class_ids), max(len(unl), 1)))
         return lab, unl, alphas
 
@@ -173,8 +183,10 @@ class Trainer:
         lab, unl_local = lab[shard.take(len(lab))], unl[shard.take(len(unl))] if unl else []
         xs = [aug.apply(torch.from_numpy(np.ascontiguousarray(x))) for x, _, aug in lab]
         ys = [aug.apply(torch.from_numpy(np.ascontiguousarray(y))) for _, y, aug in lab]
-        xu = [aug.apply(torch.from_numpy(np.ascontiguousarray(data.unlabelled[ci].patch(pos, c.patch))))
-              for ci, pos, aug, _ in unl_local]
+        xu = [
+            aug.apply(torch.from_numpy(np.ascontiguousarray(data.unlabelled[ci].patch(pos, c.patch))))
+            for ci, pos, aug, _ in unl_local
+        ]
         if c.method == "mean_teacher" and xu:
             clean = torch.stack(xu)
             noisy = clean + 0.1 * torch.randn(clean.shape, generator=self.noise)  # CPU stream: same on any device
@@ -189,13 +201,28 @@ class Trainer:
         if c.method == "muduo":
             prob = torch.softmax(logits[nl:], 1)
             prob = torch.stack([aug.invert(p) for p, (_, _, aug, _) in zip(prob, unl_local)])
-            samples = [UnlabelledPatch((ci, pos), data.unlabelled[ci].ct, data.unlabelled[ci].pet,
-                                       data.unlabelled[ci].centre_world(pos, c.patch),
-                                       None if self.prompt_net is None else self._region(data.unlabelled[ci], pos),
-                                       (c.seed, self.iteration, seed))
-                       for ci, pos, _, seed in unl_local]
-            cons, stats = muduo_consistency(prob, samples, c.class_ids, self.banks["ct"], self.banks["pet"],
-                                            c.consensus(), c.k_points, alphas, shard)
+            samples = [
+                UnlabelledPatch(
+                    (ci, pos),
+                    data.unlabelled[ci].ct,
+                    data.unlabelled[ci].pet,
+                    data.unlabelled[ci].centre_world(pos, c.patch),
+                    None if self.prompt_net is None else self._region(data.unlabelled[ci], pos),
+                    (c.seed, self.iteration, seed),
+                )
+                for ci, pos, _, seed in unl_local
+            ]
+            cons, stats = muduo_consistency(
+                prob,
+                samples,
+                c.class_ids,
+                self.banks["ct"],
+                self.banks["pet"],
+                c.consensus(),
+                c.k_points,
+                alphas,
+                shard,
+            )
         elif c.method == "mean_teacher":
             with torch.no_grad():
                 target = torch.softmax(self.ema(clean), 1)
@@ -214,8 +241,15 @@ class Trainer:
         if shard.world > 1:
             dist.all_reduce(values)
             values /= shard.world
-        return {"iteration": self.iteration, "loss": float(values[0]), "supervised": float(values[1]),
-                "consistency": float(values[2]), "lambda": lam, **stats, **self.teacher_calls()}
+        return {
+            "iteration": self.iteration,
+            "loss": float(values[0]),
+            "supervised": float(values[1]),
+            "consistency": float(values[2]),
+            "lambda": lam,
+            **stats,
+            **self.teacher_calls(),
+        }
 
     def teacher_calls(self) -> Dict[str, int]:
         out = {}
@@ -265,8 +299,11 @@ class Trainer:
         """Under DDP: every rank must hold the same weights at the end (a cheap checksum, gathered)."""
         if self.shard.world == 1:
             return
-        mine = torch.tensor([float(sum(p.double().sum() for p in self.net.state_dict().values()))], dtype=torch.float64,
-                            device=self.device)
+        mine = torch.tensor(
+            [float(sum(p.double().sum() for p in self.net.state_dict().values()))],
+            dtype=torch.float64,
+            device=self.device,
+        )
         sums = self.shard.gather(mine)
         if not torch.all(sums == sums[0]):
             raise RuntimeError(f"replicas diverged: parameter checksums {sums.tolist()}")
@@ -277,11 +314,19 @@ class Trainer:
         with open(self.out / "log.jsonl", "a") as fh:
             fh.writelines(json.dumps(r) + "\n" for r in log)
         _atomic_save(self.out / "state.pt", self._state())
-        provenance = {"method": self.config.method, "config": self.config.to_dict(), "iterations": self.iteration,
-                      "seed": self.config.seed, "data": data.describe(), "processes": self.shard.world,
-                      "device": str(self.device) if self.device.type == "cpu" else torch.cuda.get_device_name(self.device),
-                      "backend": dist.get_backend() if dist.is_initialized() else None,
-                      "seconds_this_session": round(seconds, 1), "selection": "last iteration (no model selection)",
-                      "teachers": [b.teacher.describe() for b in self.banks.values() if b is not None]}
-        save_student(self.out / "student.pt", self.net, self.config.student, preprocessing=self.prep,
-                     provenance=provenance)
+        provenance = {
+            "method": self.config.method,
+            "config": self.config.to_dict(),
+            "iterations": self.iteration,
+            "seed": self.config.seed,
+            "data": data.describe(),
+            "processes": self.shard.world,
+            "device": str(self.device) if self.device.type == "cpu" else torch.cuda.get_device_name(self.device),
+            "backend": dist.get_backend() if dist.is_initialized() else None,
+            "seconds_this_session": round(seconds, 1),
+            "selection": "last iteration (no model selection)",
+            "teachers": [b.teacher.describe() for b in self.banks.values() if b is not None],
+        }
+        save_student(
+            self.out / "student.pt", self.net, self.config.student, preprocessing=self.prep, provenance=provenance
+        )

@@ -21,9 +21,14 @@ def class_voxels(label: np.ndarray) -> Dict[int, np.ndarray]:
     return {int(c): np.argwhere(label == c) for c in np.unique(label) if c != 0}
 
 
-def random_patch(image: np.ndarray, label: np.ndarray, size: Sequence[int], rng: np.random.Generator,
-                 foreground_prob: float = 0.33, voxels: Optional[Dict[int, np.ndarray]] = None
-                 ) -> Tuple[np.ndarray, np.ndarray]:
+def random_patch(
+    image: np.ndarray,
+    label: np.ndarray,
+    size: Sequence[int],
+    rng: np.random.Generator,
+    foreground_prob: float = 0.33,
+    voxels: Optional[Dict[int, np.ndarray]] = None,
+) -> Tuple[np.ndarray, np.ndarray]:
     """One patch of ``size``: with ``foreground_prob`` centred on a random voxel of a random present class.
 
     ``voxels``: :func:`class_voxels` of ``label``, precomputed so that no patch rescans the volume.

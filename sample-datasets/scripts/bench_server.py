@@ -65,18 +65,60 @@ def main() -> int:
         if (src / "labels" / "final" / f"{cid}.nii.gz").is_file():
             shutil.copy(src / "labels" / "final" / f"{cid}.nii.gz", store / "labels" / "final")
     wb = work / "wb"
-    subprocess.run([sys.executable, "-m", "mudo_app.cli", "sample-data", "--out", str(wb), "--cases", "1",
-                    "--labelled", "0", "--seed", "77", "--spacing", "2", "2", "2"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mudo_app.cli",
+            "sample-data",
+            "--out",
+            str(wb),
+            "--cases",
+            "1",
+            "--labelled",
+            "0",
+            "--seed",
+            "77",
+            "--spacing",
+            "2",
+            "2",
+            "2",
+        ],
+        check=True,
+        capture_output=True,
+    )
     shutil.copy(wb / "syn000.nii.gz", store / "wholebody2mm.nii.gz")
     shutil.copy(wb / "pet" / "syn000.nii.gz", store / "pet" / "wholebody2mm.nii.gz")
 
     port = _port()
     env = {**os.environ, "PYTHONPATH": "", "MONAI_LABEL_TRACKING_ENABLED": "false"}
     log = open(work / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "monailabel.main", "start_server", "--app", str(REPO / "apps" / "muduo"),
-                             "--studies", str(store), "--host", "127.0.0.1", "--port", str(port),
-                             "--conf", "student", str(student), "--conf", "model_dir", str(work / "model")],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(work))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "monailabel.main",
+            "start_server",
+            "--app",
+            str(REPO / "apps" / "muduo"),
+            "--studies",
+            str(store),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--conf",
+            "student",
+            str(student),
+            "--conf",
+            "model_dir",
+            str(work / "model"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=str(work),
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(120):
@@ -91,24 +133,36 @@ def main() -> int:
         first, _ = _timed(lambda: client.infer("muduo_student", "syn005", params), 1)
         demo, _ = _timed(lambda: client.infer("muduo_student", "syn005", params), 3)
         wb_times, (_, wb_params) = _timed(lambda: client.infer("muduo_student", "wholebody2mm", params), 2)
-        result["infer_demo_case_s"] = {"shape": [120, 80, 200], "first_call": round(first[0], 2),
-                                       "median": round(statistics.median(demo), 2)}
-        result["infer_whole_body_2mm_s"] = {"shape": [240, 160, 400], "median": round(statistics.median(wb_times), 2),
-                                            "server_side": wb_params["latency"]}
+        result["infer_demo_case_s"] = {
+            "shape": [120, 80, 200],
+            "first_call": round(first[0], 2),
+            "median": round(statistics.median(demo), 2),
+        }
+        result["infer_whole_body_2mm_s"] = {
+            "shape": [240, 160, 400],
+            "median": round(statistics.median(wb_times), 2),
+            "server_side": wb_params["latency"],
+        }
         clicks = {}
         for model in ("sam_med3d_ct", "seganypet_pet"):
             click = {"foreground": [[60, 40, 120]], "background": []}
             t0, (_, p0) = _timed(lambda: client.infer(model, "syn006", click), 1)
             cached, (_, p1) = _timed(lambda: client.infer(model, "syn006", {**click, "background": [[62, 40, 118]]}), 5)
-            clicks[model] = {"first_click_s": round(t0[0], 3), "cached_click_median_s": round(statistics.median(cached), 3),
-                             "server_side_click_s": p1["latency"]["click"], "embedding_reused": p1["embedding_reused"]}
+            clicks[model] = {
+                "first_click_s": round(t0[0], 3),
+                "cached_click_median_s": round(statistics.median(cached), 3),
+                "server_side_click_s": p1["latency"]["click"],
+                "embedding_reused": p1["embedding_reused"],
+            }
         result["click_refinement"] = clicks
         client.train_start("muduo", {"max_iterations": 200})
         time.sleep(8)  # past the subprocess start-up
         during, _ = _timed(lambda: client.infer("muduo_student", "syn005", params), 3)
         status = client.train_status()
-        result["infer_demo_case_while_training_s"] = {"median": round(statistics.median(during), 2),
-                                                      "training_status": status.get("status")}
+        result["infer_demo_case_while_training_s"] = {
+            "median": round(statistics.median(during), 2),
+            "training_status": status.get("status"),
+        }
         client.train_stop()
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2))

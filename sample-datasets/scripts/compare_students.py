@@ -37,8 +37,15 @@ def main() -> int:
     for name in args.students:
         out = Path(tempfile.mkdtemp()) / name
         started = time.perf_counter()
-        cfg = config_from_dict({"datastore": str(DEMO), "out": str(out), "method": "supervised", "student": name,
-                                "iterations": args.iterations})
+        cfg = config_from_dict(
+            {
+                "datastore": str(DEMO),
+                "out": str(out),
+                "method": "supervised",
+                "student": name,
+                "iterations": args.iterations,
+            }
+        )
         Trainer(cfg, progress=False).run()
         seconds = time.perf_counter() - started
         model, prep, meta = load_student(out / "student.pt")
@@ -48,8 +55,10 @@ def main() -> int:
             truth = load_volume(store.ground_truth_path(cid)).array
             pred = predict_arrays(model, prep, case.ct.array, case.pet.array, roi=training_patch(meta))
             scores.append(mean_dice(truth, pred))
-        print(f"{name}: mean Dice {100 * np.mean(scores):.1f} % (cases {np.round(100 * np.array(scores), 1).tolist()}), "
-              f"training {seconds:.0f} s for {args.iterations} iterations")
+        print(
+            f"{name}: mean Dice {100 * np.mean(scores):.1f} % (cases {np.round(100 * np.array(scores), 1).tolist()}), "
+            f"training {seconds:.0f} s for {args.iterations} iterations"
+        )
         shutil.rmtree(out.parent, ignore_errors=True)
     return 0
 

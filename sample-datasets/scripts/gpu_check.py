@@ -63,8 +63,10 @@ def train(datastore: Path, work: Path, device: torch.device, iterations: int = 0
     from mudo_app.train.config import load_config
     from mudo_app.train.trainer import Trainer
 
-    config = load_config(REPO / "sample-datasets" / "configs" / "demo_student.json",
-                         {"datastore": str(datastore), "out": str(work / "student"), "device": device.type})
+    config = load_config(
+        REPO / "sample-datasets" / "configs" / "demo_student.json",
+        {"datastore": str(datastore), "out": str(work / "student"), "device": device.type},
+    )
     if iterations:
         config = config.replace(iterations=iterations)
     if device.type == "cuda":
@@ -76,10 +78,15 @@ def train(datastore: Path, work: Path, device: torch.device, iterations: int = 0
     path = Trainer(config, progress=True).run(resume=True)
     rest = time.perf_counter() - started
     n = config.iterations - WARM_UP
-    out = {"iterations": config.iterations, "warm_up_iterations": WARM_UP, "warm_up_seconds": round(warm, 1),
-           "seconds_per_iteration_after_warm_up": round(rest / n, 4), "student": str(path)}
+    out = {
+        "iterations": config.iterations,
+        "warm_up_iterations": WARM_UP,
+        "warm_up_seconds": round(warm, 1),
+        "seconds_per_iteration_after_warm_up": round(rest / n, 4),
+        "student": str(path),
+    }
     if device.type == "cuda":
-        out["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
+        out["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     return out
 
 
@@ -95,7 +102,9 @@ def whole_body(device: torch.device) -> list:
     pet = rng.gamma(1.0, 1.0, shape).astype(np.float32)
     rows = []
     for precision in ("fp32", "bf16"):
-        predict_arrays(net, StudentInput(), ct[:96, :96, :96], pet[:96, :96, :96], roi=(64, 64, 64), precision=precision)
+        predict_arrays(
+            net, StudentInput(), ct[:96, :96, :96], pet[:96, :96, :96], roi=(64, 64, 64), precision=precision
+        )
         if device.type == "cuda":
             torch.cuda.synchronize()
         started = time.perf_counter()
@@ -113,11 +122,16 @@ def main() -> int:
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="gpu-check-"))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    result = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
-                          "torch": torch.__version__,
-                          "device": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor(),
-                          "cpu_threads": torch.get_num_threads()},
-              "data": "make demo's datastore (12 synthetic PET/CT cases, seed 2026, 5 labelled); PET is synthetic"}
+    result = {
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "device": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor(),
+            "cpu_threads": torch.get_num_threads(),
+        },
+        "data": "make demo's datastore (12 synthetic PET/CT cases, seed 2026, 5 labelled); PET is synthetic",
+    }
     started = time.perf_counter()
     datastore = demo_datastore(work)
     result["datastore_seconds"] = round(time.perf_counter() - started, 1)

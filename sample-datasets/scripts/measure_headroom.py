@@ -61,7 +61,11 @@ def main():
     names = list(results)
     print("| class | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
     for cls in results[names[-1]]["per_class"]:
-        print(f"| {cls} | " + " | ".join(f"{100 * results[n]['per_class'].get(cls, float('nan')):.1f}" for n in names) + " |")
+        print(
+            f"| {cls} | "
+            + " | ".join(f"{100 * results[n]['per_class'].get(cls, float('nan')):.1f}" for n in names)
+            + " |"
+        )
     print("| **mean** | " + " | ".join(f"**{100 * results[n]['mean_dice']:.1f}**" for n in names) + " |")
     print("| train time (s) | " + " | ".join(str(results[n]["train_s"]) for n in names) + " |")
     if args.json:

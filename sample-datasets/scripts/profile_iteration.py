@@ -32,9 +32,16 @@ def main() -> int:
     from mudo_app.train.trainer import Trainer
 
     out = Path(tempfile.mkdtemp(prefix="profile-")) / "run"
-    config = load_config(REPO / "sample-datasets" / "configs" / "demo_student.json",
-                         {"out": str(out), "iterations": args.warm_up + args.iterations, "prompt_net_iterations": 20,
-                          "threads": args.threads, "device": args.device})
+    config = load_config(
+        REPO / "sample-datasets" / "configs" / "demo_student.json",
+        {
+            "out": str(out),
+            "iterations": args.warm_up + args.iterations,
+            "prompt_net_iterations": 20,
+            "threads": args.threads,
+            "device": args.device,
+        },
+    )
     Trainer(config, progress=False).run(stop_after=args.warm_up)
     trainer = Trainer(config, progress=False)
     profile = cProfile.Profile()
@@ -42,8 +49,10 @@ def main() -> int:
     profile.enable()
     trainer.run(resume=True)
     profile.disable()
-    print(f"{(time.perf_counter() - started) / args.iterations:.3f} s / iteration over {args.iterations} iterations "
-          f"({args.device}, {args.threads} threads)")
+    print(
+        f"{(time.perf_counter() - started) / args.iterations:.3f} s / iteration over {args.iterations} iterations "
+        f"({args.device}, {args.threads} threads)"
+    )
     pstats.Stats(profile).sort_stats("cumulative").print_stats(args.top)
     return 0
 

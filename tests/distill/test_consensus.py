@@ -5,7 +5,13 @@ import pytest
 import torch
 
 from mudo_app.distill.consensus import (
-    ConsensusSettings, consistency_weight, fuse, point_prompts, select, soft_dice_loss, soft_iou,
+    ConsensusSettings,
+    consistency_weight,
+    fuse,
+    point_prompts,
+    select,
+    soft_dice_loss,
+    soft_iou,
 )
 
 
@@ -16,14 +22,22 @@ def test_soft_iou_hand_computed():
     torch.testing.assert_close(soft_iou(a, b), torch.tensor([0.5, 0.0]))
 
 
-@pytest.mark.parametrize("iou, valid, settings, expected", [
-    # top 50 % of 4 = 2; the invalid sample with the best IoU ranks last
-    ([0.9, 0.2, 0.6, 0.4], [False, True, True, True], ConsensusSettings(), [False, False, True, True]),
-    # at least one kept even when all are invalid
-    ([0.1, 0.3], [False, False], ConsensusSettings(keep_fraction=0.25), [False, True]),
-    ([0.9, 0.2, 0.6, 0.4], [False, True, True, True], ConsensusSettings(filter="threshold"), [False, False, True, False]),
-    ([0.9, 0.2], [False, True], ConsensusSettings(filter="none"), [True, True]),
-])
+@pytest.mark.parametrize(
+    "iou, valid, settings, expected",
+    [
+        # top 50 % of 4 = 2; the invalid sample with the best IoU ranks last
+        ([0.9, 0.2, 0.6, 0.4], [False, True, True, True], ConsensusSettings(), [False, False, True, True]),
+        # at least one kept even when all are invalid
+        ([0.1, 0.3], [False, False], ConsensusSettings(keep_fraction=0.25), [False, True]),
+        (
+            [0.9, 0.2, 0.6, 0.4],
+            [False, True, True, True],
+            ConsensusSettings(filter="threshold"),
+            [False, False, True, False],
+        ),
+        ([0.9, 0.2], [False, True], ConsensusSettings(filter="none"), [True, True]),
+    ],
+)
 def test_select(iou, valid, settings, expected):
     out = select(torch.tensor(iou), torch.tensor(valid), settings)
     assert out.tolist() == expected
@@ -74,8 +88,10 @@ def test_point_prompts():
         point_prompts(region, 0, np.random.default_rng(0))
 
 
-@pytest.mark.parametrize("kwargs, match", [({"filter": "oracle"}, "filter"), ({"teachers": "mr"}, "teachers"),
-                                           ({"keep_fraction": 0.0}, "keep_fraction")])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"filter": "oracle"}, "filter"), ({"teachers": "mr"}, "teachers"), ({"keep_fraction": 0.0}, "keep_fraction")],
+)
 def test_settings_reject(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ConsensusSettings(**kwargs)

@@ -8,10 +8,13 @@ from mudo_app.io.volume import Volume
 from mudo_app.models.sam3d.contract import STANDIN_CT, CropGrid
 
 
-@pytest.mark.parametrize("shape,patch,expected", [
-    ((120, 80, 200), (64, 64, 64), ([0, 28, 56], [0, 16], [0, 27, 54, 82, 109, 136])),  # 136 / 32 -> 6 starts
-    ((64, 40, 64), (64, 64, 64), ([0], [0], [0])),
-])
+@pytest.mark.parametrize(
+    "shape,patch,expected",
+    [
+        ((120, 80, 200), (64, 64, 64), ([0, 28, 56], [0, 16], [0, 27, 54, 82, 109, 136])),  # 136 / 32 -> 6 starts
+        ((64, 40, 64), (64, 64, 64), ([0], [0], [0])),
+    ],
+)
 def test_patch_starts_cover_the_volume_with_half_patch_stride(shape, patch, expected):
     starts = patch_starts(shape, patch)
     for axis in range(3):

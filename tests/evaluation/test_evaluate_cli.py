@@ -70,8 +70,24 @@ def test_binary_mode_on_real_autopet_masks(realdata, tmp_path):
 def test_plots_are_written(tmp_path):
     gt_dir, pred_dir = _folders(tmp_path)
     plots = tmp_path / "plots"
-    assert main(["evaluate", "--gt", str(gt_dir), "--pred", str(pred_dir), "--plots", str(plots),
-                 "--overlays", "1", "--images", str(gt_dir)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--gt",
+                str(gt_dir),
+                "--pred",
+                str(pred_dir),
+                "--plots",
+                str(plots),
+                "--overlays",
+                "1",
+                "--images",
+                str(gt_dir),
+            ]
+        )
+        == 0
+    )
     names = sorted(p.name for p in plots.iterdir())
     assert names == ["overlay_syn000.png", "per_class_dice.png"]
     assert all((plots / n).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for n in names)

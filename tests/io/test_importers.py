@@ -12,8 +12,9 @@ from mudo_app.synth import write_dataset
 
 @pytest.fixture()
 def autopet_tree(tmp_path, small_settings):
-    return write_dataset(tmp_path / "autopet", 3, seed=2, settings=small_settings, layout="autopet-organ",
-                         progress=False)
+    return write_dataset(
+        tmp_path / "autopet", 3, seed=2, settings=small_settings, layout="autopet-organ", progress=False
+    )
 
 
 def _studies(tree):
@@ -51,7 +52,7 @@ def test_ct_on_another_grid_is_resampled_with_a_note(autopet_tree, tmp_path):
     save_volume(fine, study / "CTres.nii.gz")
     report = import_tree("autopet", autopet_tree, tmp_path / "ds", progress=False)
     assert not report.skipped
-    (cid, notes), = report.notes.items()
+    ((cid, notes),) = report.notes.items()
     assert "resampled onto the PET grid" in notes[0]
     got = PetCtDatastore(tmp_path / "ds").load_case(cid).ct
     assert got.shape == ct.shape
@@ -81,15 +82,22 @@ def _break(study, how):
         save_volume(pet, study / "SUV.nii.gz")
 
 
-@pytest.mark.parametrize("how, reason", [
-    ("missing PET", "PET missing"), ("corrupt gzip", "cannot read"), ("label grid", "not on the PET grid"),
-    ("label values", r"values \[2\]"), ("organ values", r"values \[13\]"), ("nan PET", "NaN"),
-])
+@pytest.mark.parametrize(
+    "how, reason",
+    [
+        ("missing PET", "PET missing"),
+        ("corrupt gzip", "cannot read"),
+        ("label grid", "not on the PET grid"),
+        ("label values", r"values \[2\]"),
+        ("organ values", r"values \[13\]"),
+        ("nan PET", "NaN"),
+    ],
+)
 def test_bad_case_is_skipped_with_reason_and_nothing_written(autopet_tree, tmp_path, how, reason):
     bad = _studies(autopet_tree)[0]
     _break(bad, how)
     report = import_tree("autopet-organ", autopet_tree, tmp_path / "ds", progress=False)
-    (cid, why), = report.skipped.items()
+    ((cid, why),) = report.skipped.items()
     assert cid.startswith(bad.parent.name)
     assert re.search(reason, why), why
     assert len(report.imported) == 2

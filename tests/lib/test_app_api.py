@@ -18,9 +18,14 @@ def client(studies, tmp_path, monkeypatch):
 
     store, student = studies
     conf = {"student": str(student), "model_dir": str(tmp_path / "model"), "train_iterations": "2"}
-    values = {"MONAI_LABEL_APP_DIR": str(REPO / "apps" / "muduo"), "MONAI_LABEL_STUDIES": str(store),
-              "MONAI_LABEL_APP_CONF": conf, "MONAI_LABEL_DATASTORE_AUTO_RELOAD": False,
-              "MONAI_LABEL_SESSION_PATH": str(tmp_path / "sessions"), "MONAI_LABEL_TRACKING_ENABLED": False}
+    values = {
+        "MONAI_LABEL_APP_DIR": str(REPO / "apps" / "muduo"),
+        "MONAI_LABEL_STUDIES": str(store),
+        "MONAI_LABEL_APP_CONF": conf,
+        "MONAI_LABEL_DATASTORE_AUTO_RELOAD": False,
+        "MONAI_LABEL_SESSION_PATH": str(tmp_path / "sessions"),
+        "MONAI_LABEL_TRACKING_ENABLED": False,
+    }
     for key, value in values.items():
         monkeypatch.setattr(settings, key, value)
         monkeypatch.setenv(key, json.dumps(value) if isinstance(value, dict) else str(value))
@@ -59,8 +64,10 @@ def test_info_lists_models_labels_colours_and_stand_in_teachers(client):
 def test_student_infer_on_the_image_grid_in_nrrd_and_nifti(client, tmp_path):
     c, store, _ = client
     ct = nib.load(store / "syn000.nii.gz")
-    r = c.post("/infer/muduo_student?image=syn000", data={"params": json.dumps(
-        {"result_extension": ".nrrd", "result_dtype": "uint8", "client_id": "t"})})
+    r = c.post(
+        "/infer/muduo_student?image=syn000",
+        data={"params": json.dumps({"result_extension": ".nrrd", "result_dtype": "uint8", "client_id": "t"})},
+    )
     assert r.status_code == 200, r.text
     params, content = _multipart_file(r)
     assert params["label_names"]["lesion"] == 13
@@ -83,21 +90,28 @@ def test_click_refinement_reuses_the_embedding(client):
     liver = np.argwhere(label == 1)
     click = liver[len(liver) // 2].tolist()
     for model in ("sam_med3d_ct", "seganypet_pet"):
-        first = c.post(f"/infer/{model}?image=syn000&output=json",
-                       data={"params": json.dumps({"foreground": [click], "background": [], "label": "liver"})})
+        first = c.post(
+            f"/infer/{model}?image=syn000&output=json",
+            data={"params": json.dumps({"foreground": [click], "background": [], "label": "liver"})},
+        )
         assert first.status_code == 200, first.text
         assert first.json()["embedding_reused"] is False and first.json()["label_names"] == {"liver": 1}
-        second = c.post(f"/infer/{model}?image=syn000&output=json",
-                        data={"params": json.dumps({"foreground": [click], "background": [[0, 0, 0]]})})
+        second = c.post(
+            f"/infer/{model}?image=syn000&output=json",
+            data={"params": json.dumps({"foreground": [click], "background": [[0, 0, 0]]})},
+        )
         assert second.json()["embedding_reused"] is True
 
 
-@pytest.mark.parametrize("method,url,status,message", [
-    ("post", "/infer/nope?image=syn000", 404, "unknown model 'nope'"),
-    ("post", "/infer/muduo_student?image=syn999", 404, "unknown image id 'syn999'"),
-    ("post", "/activelearning/nope", 404, "unknown strategy 'nope'"),
-    ("post", "/train/nope", 404, "unknown training task 'nope'"),
-])
+@pytest.mark.parametrize(
+    "method,url,status,message",
+    [
+        ("post", "/infer/nope?image=syn000", 404, "unknown model 'nope'"),
+        ("post", "/infer/muduo_student?image=syn999", 404, "unknown image id 'syn999'"),
+        ("post", "/activelearning/nope", 404, "unknown strategy 'nope'"),
+        ("post", "/train/nope", 404, "unknown training task 'nope'"),
+    ],
+)
 def test_unknown_names_answer_404_with_a_message(client, method, url, status, message):
     c, _, _ = client
     r = getattr(c, method)(url, data={"params": "{}"}) if url.startswith("/infer") else getattr(c, method)(url, json={})
@@ -131,13 +145,15 @@ def test_label_upload_is_validated_and_history_kept(client, tmp_path):
     junk.write_bytes(b"not a volume")
     for f, message in ((bad_grid, "not on the grid"), (bad_values, "20"), (junk, "cannot read")):
         with open(f, "rb") as fh:
-            r = c.put("/datastore/label?image=syn002&tag=final", files={"label": (f.name, fh)},
-                      data={"params": "{}"})
+            r = c.put("/datastore/label?image=syn002&tag=final", files={"label": (f.name, fh)}, data={"params": "{}"})
         assert r.status_code == 422 and message in r.json()["detail"], r.text
     assert not (store / "labels" / "final" / "syn002.nii.gz").exists()
     with open(path, "rb") as fh:
-        r = c.put("/datastore/label?image=syn002&tag=final", files={"label": ("good.nii.gz", fh)},
-                  data={"params": json.dumps({"label_info": [{"name": "liver", "idx": 1}]})})
+        r = c.put(
+            "/datastore/label?image=syn002&tag=final",
+            files={"label": ("good.nii.gz", fh)},
+            data={"params": json.dumps({"label_info": [{"name": "liver", "idx": 1}]})},
+        )
     assert r.status_code == 200, r.text
     saved = nib.load(store / "labels" / "final" / "syn002.nii.gz")
     assert np.array_equal(np.asarray(saved.dataobj), good)

@@ -29,12 +29,36 @@ def _free_port() -> int:
 def server(studies, tmp_path):
     store, student = studies
     port = _free_port()
-    cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(REPO / "apps" / "muduo"),
-           "--studies", str(store), "--host", "127.0.0.1", "--port", str(port),
-           "--conf", "student", str(student), "--conf", "model_dir", str(tmp_path / "model"),
-           "--conf", "train_iterations", "2"]
-    env = {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", ""), "MONAI_LABEL_TRACKING_ENABLED": "false",
-           "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "false", "OMP_NUM_THREADS": "2"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "monailabel.main",
+        "start_server",
+        "--app",
+        str(REPO / "apps" / "muduo"),
+        "--studies",
+        str(store),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--conf",
+        "student",
+        str(student),
+        "--conf",
+        "model_dir",
+        str(tmp_path / "model"),
+        "--conf",
+        "train_iterations",
+        "2",
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+        "MONAI_LABEL_TRACKING_ENABLED": "false",
+        "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "false",
+        "OMP_NUM_THREADS": "2",
+    }
     log = open(tmp_path / "server.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(tmp_path))
     url = f"http://127.0.0.1:{port}"
@@ -102,8 +126,9 @@ def test_slicer_call_sequence_against_a_real_server(server, tmp_path):
 
     truth = load_volume(store / "ground_truth" / f"{image_id}.nii.gz")  # the "clinician's correction"
     save_volume(truth, tmp_path / "corrected.nrrd", dtype=np.uint8)
-    client.save_label(image_id, str(tmp_path / "corrected.nrrd"), tag="final",
-                      params={"label_info": [{"name": "liver", "idx": 1}]})
+    client.save_label(
+        image_id, str(tmp_path / "corrected.nrrd"), tag="final", params={"label_info": [{"name": "liver", "idx": 1}]}
+    )
     saved = load_volume(store / "labels" / "final" / f"{image_id}.nii.gz")
     assert np.array_equal(saved.array, truth.array)
 
@@ -120,8 +145,17 @@ def test_slicer_call_sequence_against_a_real_server(server, tmp_path):
     organ = np.argwhere(truth.array == 1)
     click = organ[len(organ) // 2].tolist()
     for model in ("sam_med3d_ct", "seganypet_pet"):
-        out, params = client.infer(model, image_id, {"foreground": [click], "background": [], "label": "liver",
-                                                     "result_extension": ".nrrd", "result_dtype": "uint8"})
+        out, params = client.infer(
+            model,
+            image_id,
+            {
+                "foreground": [click],
+                "background": [],
+                "label": "liver",
+                "result_extension": ".nrrd",
+                "result_dtype": "uint8",
+            },
+        )
         mask = load_volume(out)
         assert mask.shape == image.shape and set(np.unique(mask.array)) <= {0, 1}
         assert mask.array.sum() > 0 and params["label_names"] == {"liver": 1}

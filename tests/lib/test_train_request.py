@@ -16,21 +16,35 @@ def test_request_maps_onto_the_training_config(tmp_path):
     assert _config({}).iterations == 300 and _config({}).init_from is None
     assert _config({"max_epochs": 2}).iterations == 2 * ITERATIONS_PER_EPOCH
     assert _config({"max_epochs": 2, "max_iterations": 7}).iterations == 7  # the explicit length wins
-    c = _config({"seed": "4", "k_points": 1, "lr": "0.01", "train_batch_size": 4, "method": "supervised",
-                 "model": "muduo", "gpus": "all", "client_id": "slicer"}, student)
+    c = _config(
+        {
+            "seed": "4",
+            "k_points": 1,
+            "lr": "0.01",
+            "train_batch_size": 4,
+            "method": "supervised",
+            "model": "muduo",
+            "gpus": "all",
+            "client_id": "slicer",
+        },
+        student,
+    )
     assert (c.seed, c.k_points, c.lr, c.batch_labelled, c.method) == (4, 1, 0.01, 4, "supervised")
     assert c.init_from == str(student) and _config({"pretrained": "false"}, student).init_from is None
 
 
-@pytest.mark.parametrize("request_body,message", [
-    ({"learning_speed": 3}, "unknown training parameter"),
-    ({"max_iterations": 0}, "'max_iterations' must be at least 1"),
-    ({"max_iterations": "ten"}, "'max_iterations' must be an integer"),
-    ({"max_iterations": True}, "'max_iterations' must be an integer"),
-    ({"seed": -1}, "'seed' must be at least 0"),
-    ({"lr": "fast"}, "'lr' must be a number"),
-    ({"method": "magic"}, "'method'"),
-])
+@pytest.mark.parametrize(
+    "request_body,message",
+    [
+        ({"learning_speed": 3}, "unknown training parameter"),
+        ({"max_iterations": 0}, "'max_iterations' must be at least 1"),
+        ({"max_iterations": "ten"}, "'max_iterations' must be an integer"),
+        ({"max_iterations": True}, "'max_iterations' must be an integer"),
+        ({"seed": -1}, "'seed' must be at least 0"),
+        ({"lr": "fast"}, "'lr' must be a number"),
+        ({"method": "magic"}, "'method'"),
+    ],
+)
 def test_bad_requests_name_the_key(request_body, message):
     with pytest.raises(InputError, match=message):
         _config(request_body)

@@ -48,6 +48,7 @@ def test_large_logits_stay_finite():
 def _forbid_fast(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("fast path used")
+
     monkeypatch.setattr(fast_window, "padded_window_attention", boom)
 
 
@@ -74,6 +75,7 @@ def test_fast_path_is_used_for_one_window(monkeypatch):
     def spy(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
+
     monkeypatch.setattr(fast_window, "padded_window_attention", spy)
     blk = Block3D(32, 2, 2.0, 14, 8)
     with torch.no_grad():

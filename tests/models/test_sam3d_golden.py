@@ -66,11 +66,14 @@ def test_padded_reference_path_matches_golden(golden_model, golden, dw):
     assert _rel(out, golden["image_embedding"]) < TOL
 
 
-@pytest.mark.parametrize("case, use_points, use_mask, multimask", [
-    ("points", True, False, False),
-    ("mask", False, True, False),
-    ("points_mask_multimask", True, True, True),
-])
+@pytest.mark.parametrize(
+    "case, use_points, use_mask, multimask",
+    [
+        ("points", True, False, False),
+        ("mask", False, True, False),
+        ("points_mask_multimask", True, True, True),
+    ],
+)
 def test_decoder_outputs_match_golden(golden_model, embedding, golden, dw, case, use_points, use_mask, multimask):
     _, coords, labels, mask = dw.golden_inputs()
     points = (torch.from_numpy(coords), torch.from_numpy(labels)) if use_points else None

@@ -32,8 +32,16 @@ def test_bare_state_dict_round_trip(tmp_path, small_state):
 def test_training_checkpoint_with_args_and_optimiser(tmp_path, small_state):
     path = tmp_path / "train.pth"
     opt_state = {"state": {}, "param_groups": [{"lr": 0.01, "params": [0, 1]}]}
-    torch.save({"model_state_dict": small_state, "args": argparse.Namespace(lr=8e-5, model_type="vit_b_ori"),
-                "optimizer_state_dict": opt_state, "losses": [0.5, 0.25], "epoch": 3}, path)
+    torch.save(
+        {
+            "model_state_dict": small_state,
+            "args": argparse.Namespace(lr=8e-5, model_type="vit_b_ori"),
+            "optimizer_state_dict": opt_state,
+            "losses": [0.5, 0.25],
+            "epoch": 3,
+        },
+        path,
+    )
     assert _same(build_sam3d("standin_small", checkpoint=path).state_dict(), small_state)
 
 
@@ -52,7 +60,9 @@ def test_extra_and_missing_keys_are_named(tmp_path, small_state):
     state["adapter.weight"] = torch.zeros(3)
     path = tmp_path / "odd.pth"
     torch.save(state, path)
-    with pytest.raises(InputError, match=r"1 missing \(mask_decoder.iou_token.weight\); 1 unexpected \(adapter.weight\)"):
+    with pytest.raises(
+        InputError, match=r"1 missing \(mask_decoder.iou_token.weight\); 1 unexpected \(adapter.weight\)"
+    ):
         build_sam3d("standin_small", checkpoint=path)
 
 

@@ -31,7 +31,7 @@ def test_crop_grid_aligned_sampling_is_exact():
     np.testing.assert_allclose(crop.world_to_crop((aff @ [*centre_vox, 1])[None, :3]), [[3.5, 3.5, 3.5]])
     np.testing.assert_allclose(crop.sample(Volume(vol, aff), fill=0), vol[17:25, 12:20, 7:15], atol=1e-5)
     back = crop.to_volume_grid(torch.ones(8, 8, 8), vol.shape, aff)
-    assert back.sum() == 8 ** 3 and back[17:25, 12:20, 7:15].all()
+    assert back.sum() == 8**3 and back[17:25, 12:20, 7:15].all()
 
 
 def test_las_anisotropic_round_trip():
@@ -93,24 +93,30 @@ def test_embedding_is_cached_per_crop(model):
     assert 0 <= res.probability.min() and res.probability.max() <= 1
 
 
-@pytest.mark.parametrize("volume, modality, match", [
-    (np.zeros((5, 5)), "CT", "3-D"),
-    (np.full((5, 5, 5), np.nan), "CT", "NaN"),
-    (np.zeros((5, 5, 5)), "PET", "takes CT"),
-])
+@pytest.mark.parametrize(
+    "volume, modality, match",
+    [
+        (np.zeros((5, 5)), "CT", "3-D"),
+        (np.full((5, 5, 5), np.nan), "CT", "NaN"),
+        (np.zeros((5, 5, 5)), "PET", "takes CT"),
+    ],
+)
 def test_set_image_rejects(model, volume, modality, match):
     with pytest.raises(InputError, match=match):
         Sam3DPredictor(model, STANDIN_CT).set_image(volume, np.eye(4), modality)
 
 
-@pytest.mark.parametrize("points, labels, match", [
-    ([[10, 10, 99]], [1], "outside the volume"),
-    ([[-1, 0, 0]], [1], "outside the volume"),
-    ([[1, 2]], [1], r"\[i, j, k\]"),
-    ([[1, 2, 3]], [2], "labels must be"),
-    ([[1, 2, 3]], [1, 0], "1 points but 2 labels"),
-    ([], [], "at least one click"),
-])
+@pytest.mark.parametrize(
+    "points, labels, match",
+    [
+        ([[10, 10, 99]], [1], "outside the volume"),
+        ([[-1, 0, 0]], [1], "outside the volume"),
+        ([[1, 2]], [1], r"\[i, j, k\]"),
+        ([[1, 2, 3]], [2], "labels must be"),
+        ([[1, 2, 3]], [1, 0], "1 points but 2 labels"),
+        ([], [], "at least one click"),
+    ],
+)
 def test_predict_rejects_bad_clicks(model, points, labels, match):
     pred = Sam3DPredictor(model, STANDIN_CT)
     pred.set_image(np.zeros((20, 20, 20), np.float32), np.eye(4), "CT")

@@ -124,13 +124,22 @@ def test_layouts(tmp_path, small_settings):
     ap = write_dataset(tmp_path / "ap", 1, seed=1, settings=small_settings, layout="autopet-organ", progress=False)
     study = next(ap.glob("*/*"))
     assert sorted(p.name for p in study.iterdir()) == [
-        "CTres.nii.gz", "ORGANS.nii.gz", "SEG.nii.gz", "SUV.nii.gz", "synthetic.json"]
+        "CTres.nii.gz",
+        "ORGANS.nii.gz",
+        "SEG.nii.gz",
+        "SUV.nii.gz",
+        "synthetic.json",
+    ]
     seg, organs = load_volume(study / "SEG.nii.gz"), load_volume(study / "ORGANS.nii.gz")
     assert set(np.unique(seg.array)) <= {0, 1} and organs.array.max() <= 12
 
     nn = write_dataset(tmp_path / "nn", 2, seed=1, settings=small_settings, layout="nnunet", progress=False)
     assert sorted(p.name for p in (nn / "imagesTr").iterdir()) == [
-        "syn000_0000.nii.gz", "syn000_0001.nii.gz", "syn001_0000.nii.gz", "syn001_0001.nii.gz"]
+        "syn000_0000.nii.gz",
+        "syn000_0001.nii.gz",
+        "syn001_0000.nii.gz",
+        "syn001_0001.nii.gz",
+    ]
     assert json.loads((nn / "dataset.json").read_text())["channel_names"] == {"0": "CT", "1": "PET"}
 
 

@@ -15,22 +15,25 @@ def test_defaults_and_ablation_switches():
     assert config_from_dict(c.to_dict()) == c
 
 
-@pytest.mark.parametrize("values,message", [
-    ({"iterationz": 3}, "unknown config key"),
-    ({"iterations": "3"}, "'iterations' must be an integer"),
-    ({"iterations": True}, "'iterations' must be an integer"),
-    ({"lr": "fast"}, "'lr' must be a number"),
-    ({"patch": [64, 64]}, "'patch'"),
-    ({"patch": [64, 64, 40]}, "multiple of 16"),
-    ({"method": "magic"}, "'method'"),
-    ({"filter": "top"}, "'filter'"),
-    ({"student": "resnet"}, "'student'"),
-    ({"iterations": 0}, "'iterations'"),
-    ({"method": "muduo", "batch_unlabelled": 0}, "needs unlabelled"),
-    ({"keep_fraction": 0}, "keep_fraction"),
-    ({"datastore": None}, "must not be null"),
-    ({"device": "tpu"}, "'device'"),
-])
+@pytest.mark.parametrize(
+    "values,message",
+    [
+        ({"iterationz": 3}, "unknown config key"),
+        ({"iterations": "3"}, "'iterations' must be an integer"),
+        ({"iterations": True}, "'iterations' must be an integer"),
+        ({"lr": "fast"}, "'lr' must be a number"),
+        ({"patch": [64, 64]}, "'patch'"),
+        ({"patch": [64, 64, 40]}, "multiple of 16"),
+        ({"method": "magic"}, "'method'"),
+        ({"filter": "top"}, "'filter'"),
+        ({"student": "resnet"}, "'student'"),
+        ({"iterations": 0}, "'iterations'"),
+        ({"method": "muduo", "batch_unlabelled": 0}, "needs unlabelled"),
+        ({"keep_fraction": 0}, "keep_fraction"),
+        ({"datastore": None}, "must not be null"),
+        ({"device": "tpu"}, "'device'"),
+    ],
+)
 def test_bad_configs_name_the_field(values, message):
     with pytest.raises(InputError, match=message):
         config_from_dict(values)

@@ -40,7 +40,11 @@ def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
     assert "config field 'device' is 'cuda'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
     out = tmp_path / "label.nii.gz"
-    assert main(["predict", "--ct", str(cfg), "--pet", str(cfg), "--out", str(out), "--model", str(cfg),
-                 "--device", "cuda"]) == 2
+    assert (
+        main(
+            ["predict", "--ct", str(cfg), "--pet", str(cfg), "--out", str(out), "--model", str(cfg), "--device", "cuda"]
+        )
+        == 2
+    )
     assert "--device is 'cuda'" in capsys.readouterr().err
     assert not out.exists()

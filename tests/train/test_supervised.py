@@ -34,8 +34,9 @@ def test_random_patch_pads_and_oversamples_foreground():
 
 def test_supervised_training_runs_and_predicts_on_the_input_grid():
     ct, pet, label, _ = generate_case(case_rng(0, 0), PhantomSettings(spacing=(8.0, 8.0, 8.0)))
-    net = train_supervised([Case("a", ct, pet, label)], SupervisedSettings(iterations=2, patch=(32, 32, 32)),
-                           progress=False)
+    net = train_supervised(
+        [Case("a", ct, pet, label)], SupervisedSettings(iterations=2, patch=(32, 32, 32)), progress=False
+    )
     pred = predict_arrays(net, StudentInput(), ct.array, pet.array, roi=(32, 32, 32))
     assert pred.shape == ct.shape and pred.dtype == np.uint8 and pred.max() <= 13
     with pytest.raises(ValueError, match="every case labelled"):

@@ -23,14 +23,40 @@ PATCH = [32, 32, 32]  # 256 mm at 8 mm: the stand-in teachers' box
 @pytest.fixture(scope="module")
 def datastore(tmp_path_factory):
     root = tmp_path_factory.mktemp("ds") / "store"
-    assert main(["sample-data", "--out", str(root), "--cases", "5", "--labelled", "2", "--seed", "3",
-                 "--spacing", "8", "8", "8"]) == 0
+    assert (
+        main(
+            [
+                "sample-data",
+                "--out",
+                str(root),
+                "--cases",
+                "5",
+                "--labelled",
+                "2",
+                "--seed",
+                "3",
+                "--spacing",
+                "8",
+                "8",
+                "8",
+            ]
+        )
+        == 0
+    )
     return root
 
 
 def _config(datastore, out, **kw):
-    base = {"datastore": str(datastore), "out": str(out), "patch": PATCH, "iterations": 4,
-            "prompt_net_iterations": 3, "checkpoint_every": 2, "threads": 1, "device": "cpu"}
+    base = {
+        "datastore": str(datastore),
+        "out": str(out),
+        "patch": PATCH,
+        "iterations": 4,
+        "prompt_net_iterations": 3,
+        "checkpoint_every": 2,
+        "threads": 1,
+        "device": "cpu",
+    }
     return config_from_dict({**base, **kw})
 
 
@@ -89,7 +115,9 @@ def test_bad_training_input_exits_2(datastore, tmp_path, capsys):
     assert main(["train", "--config", str(cfg)]) == 2
     assert "unknown config key(s) ['bogus']" in capsys.readouterr().err
     empty = tmp_path / "empty"
-    assert main(["sample-data", "--out", str(empty), "--cases", "2", "--labelled", "0", "--spacing", "8", "8", "8"]) == 0
+    assert (
+        main(["sample-data", "--out", str(empty), "--cases", "2", "--labelled", "0", "--spacing", "8", "8", "8"]) == 0
+    )
     cfg.write_text(json.dumps({"datastore": str(empty), "out": str(tmp_path / "o"), "patch": PATCH}))
     assert main(["train", "--config", str(cfg)]) == 2
     assert "no labelled case" in capsys.readouterr().err
@@ -101,8 +129,23 @@ def _torchrun(cfg, nproc):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr", "127.0.0.1",
-           "--master_port", str(port), "-m", "mudo_app.cli", "train", "--config", str(cfg), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(nproc),
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(port),
+        "-m",
+        "mudo_app.cli",
+        "train",
+        "--config",
+        str(cfg),
+        "--no-progress",
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
 
 

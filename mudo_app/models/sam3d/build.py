@@ -40,8 +40,16 @@ SAM3D_CONFIGS: Dict[str, Sam3DConfig] = {
     # SAM-Med3D(-turbo) and SegAnyPET: 100.5 M parameters
     "vit_b_ori": Sam3DConfig(),
     # the project's stand-in teachers: same modules and input contract, 4 blocks of 192-d, 96-d prompts
-    "standin_small": Sam3DConfig(embed_dim=192, depth=4, num_heads=4, global_attn_indexes=(1, 3), out_chans=96,
-                                 decoder_heads=4, decoder_mlp_dim=384, iou_head_hidden_dim=96),
+    "standin_small": Sam3DConfig(
+        embed_dim=192,
+        depth=4,
+        num_heads=4,
+        global_attn_indexes=(1, 3),
+        out_chans=96,
+        decoder_heads=4,
+        decoder_mlp_dim=384,
+        iou_head_hidden_dim=96,
+    ),
 }
 
 
@@ -52,15 +60,26 @@ class Sam3D(nn.Module):
         super().__init__()
         self.config = cfg
         grid = cfg.img_size // cfg.patch_size
-        self.image_encoder = ImageEncoderViT3D(cfg.img_size, cfg.patch_size, 1, cfg.embed_dim, cfg.depth,
-                                               cfg.num_heads, 4.0, cfg.out_chans, cfg.window_size,
-                                               cfg.global_attn_indexes)
+        self.image_encoder = ImageEncoderViT3D(
+            cfg.img_size,
+            cfg.patch_size,
+            1,
+            cfg.embed_dim,
+            cfg.depth,
+            cfg.num_heads,
+            4.0,
+            cfg.out_chans,
+            cfg.window_size,
+            cfg.global_attn_indexes,
+        )
         self.prompt_encoder = PromptEncoder3D(cfg.out_chans, (grid,) * 3, (cfg.img_size,) * 3, cfg.mask_in_chans)
-        self.mask_decoder = MaskDecoder3D(cfg.out_chans, 3, 2, cfg.decoder_heads, cfg.decoder_mlp_dim, 3,
-                                          cfg.iou_head_hidden_dim)
+        self.mask_decoder = MaskDecoder3D(
+            cfg.out_chans, 3, 2, cfg.decoder_heads, cfg.decoder_mlp_dim, 3, cfg.iou_head_hidden_dim
+        )
 
-    def decode(self, embedding: torch.Tensor, points=None, mask: Optional[torch.Tensor] = None,
-               multimask_output: bool = False):
+    def decode(
+        self, embedding: torch.Tensor, points=None, mask: Optional[torch.Tensor] = None, multimask_output: bool = False
+    ):
         """Prompts -> (low-res logits, IoU). ``points`` = (coords (B, N, 3), labels (B, N)) or None."""
         sparse, dense = self.prompt_encoder(points=points, masks=mask)
         return self.mask_decoder(embedding, self.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output)

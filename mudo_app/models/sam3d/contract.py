@@ -82,7 +82,9 @@ class CropGrid:
         Only the box of volume voxels the crop covers is computed; the result has ``volume_shape``.
         """
         out = np.zeros(volume_shape, np.float32)
-        corners = np.array([[a, b, c] for a in (0, self.size - 1) for b in (0, self.size - 1) for c in (0, self.size - 1)])
+        corners = np.array(
+            [[a, b, c] for a in (0, self.size - 1) for b in (0, self.size - 1) for c in (0, self.size - 1)]
+        )
         world = (self.affine @ np.c_[corners, np.ones(8)].T).T
         vox = (np.linalg.inv(volume_affine) @ world.T).T[:, :3]
         lo = np.maximum(np.floor(vox.min(0)).astype(int), 0)
@@ -96,7 +98,12 @@ class CropGrid:
         # grid_sample wants (x, y, z) = (W, H, D) order, normalised to [-1, 1] with align_corners=True
         scale = 2.0 / (self.size - 1)
         grid = torch.stack([pts[2] * scale - 1, pts[1] * scale - 1, pts[0] * scale - 1], dim=-1).float()
-        vals = F.grid_sample(crop_values.reshape(1, 1, *(self.size,) * 3).float(), grid[None], mode="bilinear",
-                             padding_mode="zeros", align_corners=True)
-        out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = vals[0, 0].numpy()
+        vals = F.grid_sample(
+            crop_values.reshape(1, 1, *(self.size,) * 3).float(),
+            grid[None],
+            mode="bilinear",
+            padding_mode="zeros",
+            align_corners=True,
+        )
+        out[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = vals[0, 0].numpy()
         return out

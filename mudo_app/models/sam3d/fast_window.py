@@ -23,9 +23,18 @@ import torch
 from mudo_app.models.sam3d.image_encoder import rel_pos_rows, relative_position_bias
 
 
-def padded_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias_q: torch.Tensor,
-                            bias_k: torch.Tensor, bias_v: torch.Tensor, tables, grid: int, window: int,
-                            scale: float) -> torch.Tensor:
+def padded_window_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias_q: torch.Tensor,
+    bias_k: torch.Tensor,
+    bias_v: torch.Tensor,
+    tables,
+    grid: int,
+    window: int,
+    scale: float,
+) -> torch.Tensor:
     """Attention output (N, G^3, c) of the real tokens, as if the grid were zero-padded to ``window``^3.
 
     ``q, k, v``: (N, G^3, c) of the real tokens (N = batch * heads, tokens in (d, h, w) order);

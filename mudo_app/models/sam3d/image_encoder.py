@@ -68,7 +68,7 @@ class Attention3D(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        self.scale = self.head_dim ** -0.5
+        self.scale = self.head_dim**-0.5
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
         self.rel_pos_d = nn.Parameter(torch.zeros(2 * grid - 1, self.head_dim))
@@ -158,9 +158,19 @@ class PatchEmbed3D(nn.Module):
 
 
 class ImageEncoderViT3D(nn.Module):
-    def __init__(self, img_size: int = 128, patch_size: int = 16, in_chans: int = 1, embed_dim: int = 768,
-                 depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0, out_chans: int = 384,
-                 window_size: int = 14, global_attn_indexes: Sequence[int] = (2, 5, 8, 11)):
+    def __init__(
+        self,
+        img_size: int = 128,
+        patch_size: int = 16,
+        in_chans: int = 1,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        out_chans: int = 384,
+        window_size: int = 14,
+        global_attn_indexes: Sequence[int] = (2, 5, 8, 11),
+    ):
         super().__init__()
         if img_size % patch_size:
             raise ValueError(f"img_size {img_size} must be a multiple of patch_size {patch_size}")
@@ -187,7 +197,9 @@ class ImageEncoderViT3D(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, S, S, S) normalised image -> (B, out_chans, S/16, S/16, S/16) embedding."""
         if x.ndim != 5 or tuple(x.shape[2:]) != (self.img_size,) * 3:
-            raise ValueError(f"image must be (B, C, {self.img_size}, {self.img_size}, {self.img_size}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"image must be (B, C, {self.img_size}, {self.img_size}, {self.img_size}), got {tuple(x.shape)}"
+            )
         x = self.patch_embed(x) + self.pos_embed
         for blk in self.blocks:
             x = blk(x)

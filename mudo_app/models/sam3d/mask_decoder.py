@@ -84,8 +84,16 @@ class TwoWayTransformer3D(nn.Module):
 
 
 class MaskDecoder3D(nn.Module):
-    def __init__(self, dim: int = 384, num_multimask_outputs: int = 3, depth: int = 2, num_heads: int = 8,
-                 mlp_dim: int = 2048, iou_head_depth: int = 3, iou_head_hidden_dim: int = 256):
+    def __init__(
+        self,
+        dim: int = 384,
+        num_multimask_outputs: int = 3,
+        depth: int = 2,
+        num_heads: int = 8,
+        mlp_dim: int = 2048,
+        iou_head_depth: int = 3,
+        iou_head_hidden_dim: int = 256,
+    ):
         super().__init__()
         self.num_mask_tokens = num_multimask_outputs + 1
         self.transformer = TwoWayTransformer3D(depth, dim, num_heads, mlp_dim)
@@ -101,8 +109,14 @@ class MaskDecoder3D(nn.Module):
         self.output_hypernetworks_mlps = nn.ModuleList(MLP(dim, dim, dim // 8, 3) for _ in range(self.num_mask_tokens))
         self.iou_prediction_head = MLP(dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth)
 
-    def forward(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, sparse_prompt_embeddings: torch.Tensor,
-                dense_prompt_embeddings: torch.Tensor, multimask_output: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor,
+        multimask_output: bool,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Return (low-res logits (B, M, 4d, 4h, 4w), IoU predictions (B, M)); M = 3 or 1.
 
         ``image_embeddings`` may have batch 1 while the prompts have batch B: it is repeated.
@@ -117,7 +131,7 @@ class MaskDecoder3D(nn.Module):
         pos = torch.repeat_interleave(image_pe, b, dim=0) if image_pe.shape[0] != b else image_pe
         _, c, d, h, w = src.shape
         hs, src = self.transformer(src, pos, tokens)
-        iou_out, mask_out = hs[:, 0], hs[:, 1: 1 + self.num_mask_tokens]
+        iou_out, mask_out = hs[:, 0], hs[:, 1 : 1 + self.num_mask_tokens]
         up = self.output_upscaling(src.transpose(1, 2).reshape(b, c, d, h, w))
         hyper = torch.stack([mlp(mask_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1)
         _, cu, du, hu, wu = up.shape

@@ -111,8 +111,13 @@ class Sam3DPredictor:
             raise InputError(f"click(s) {outside} outside the volume of shape {tuple(shape.tolist())}")
         return pts, lab
 
-    def predict(self, points: Sequence[Sequence[float]] = (), labels: Sequence[int] = (),
-                mask_input: Optional[torch.Tensor] = None, multimask_output: bool = False) -> Prediction:
+    def predict(
+        self,
+        points: Sequence[Sequence[float]] = (),
+        labels: Sequence[int] = (),
+        mask_input: Optional[torch.Tensor] = None,
+        multimask_output: bool = False,
+    ) -> Prediction:
         """Segment from clicks (voxel indices of the input volume) and/or a low-res mask of the current crop.
 
         The crop is centred on the mean of the positive clicks (else of all clicks) unless every click
@@ -139,11 +144,14 @@ class Sam3DPredictor:
         with torch.no_grad():
             pt = None
             if coords is not None:
-                pt = (torch.from_numpy(coords).float()[None].to(self.device), torch.from_numpy(lab)[None].to(self.device))
+                pt = (
+                    torch.from_numpy(coords).float()[None].to(self.device),
+                    torch.from_numpy(lab)[None].to(self.device),
+                )
             mk = None if mask_input is None else torch.as_tensor(mask_input, dtype=torch.float32).to(self.device)
             logits, iou = self.model.decode(emb, points=pt, mask=mk, multimask_output=multimask_output)
             best = int(iou[0].argmax())
-            low = logits[:, best: best + 1]
+            low = logits[:, best : best + 1]
             prob = torch.sigmoid(F.interpolate(low, size=(crop.size,) * 3, mode="trilinear", align_corners=False))
         probability = crop.to_volume_grid(prob[0, 0].cpu(), self._volume.shape, self._volume.affine)
         return Prediction(probability, probability > 0.5, float(iou[0, best]), low.cpu(), crop)

@@ -46,8 +46,13 @@ class RandomFourierPE3D(nn.Module):
 
 
 class PromptEncoder3D(nn.Module):
-    def __init__(self, embed_dim: int = 384, image_embedding_size: Tuple[int, int, int] = (8, 8, 8),
-                 input_image_size: Tuple[int, int, int] = (128, 128, 128), mask_in_chans: int = 16):
+    def __init__(
+        self,
+        embed_dim: int = 384,
+        image_embedding_size: Tuple[int, int, int] = (8, 8, 8),
+        input_image_size: Tuple[int, int, int] = (128, 128, 128),
+        mask_in_chans: int = 16,
+    ):
         super().__init__()
         if embed_dim % 3:
             raise ValueError(f"embed_dim must be divisible by 3, got {embed_dim}")
@@ -87,8 +92,9 @@ class PromptEncoder3D(nn.Module):
         emb = emb + (labels == 1)[..., None] * self.point_embeddings[1].weight
         return emb
 
-    def forward(self, points: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
-                masks: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, points: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, masks: Optional[torch.Tensor] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Return (sparse (B, N, C), dense (B, C, d, h, w)) embeddings. Box prompts are not supported."""
         if points is not None:
             bs = points[0].shape[0]
