@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Dict
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -43,13 +43,13 @@ class MuDuoDatastore(LocalDatastore):
         self.require(image_id)
         return str(self.store.pet_path(image_id))
 
-    def status(self) -> Dict[str, Any]:
+    def status(self) -> dict[str, Any]:
         out = super().status()
         out["modalities"] = {"image": "CT (HU)", "pet": "PET (SUV), pet/<id>.nii.gz, GET /datastore/pet?image=ID"}
         return out
 
     # ---- writes ------------------------------------------------------------------------------------
-    def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any]) -> str:
+    def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
         self.require(image_id)
         with http_errors():
             label = load_volume(label_filename, f"label for {image_id}")
@@ -66,7 +66,7 @@ class MuDuoDatastore(LocalDatastore):
         logger.info(f"label {label_tag} saved for {image_id} (history kept in label_history/)")
         return image_id
 
-    def add_image(self, image_id: str, image_filename: str, image_info: Dict[str, Any]) -> str:
+    def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
         with http_errors():
             case_id = check_case_id(image_id or "")
             if self.store.has_case(case_id):

@@ -10,7 +10,6 @@ They are inserted ahead of MONAI Label's own routes and use the same role checks
 from __future__ import annotations
 
 import sys
-from typing import Optional
 
 from fastapi import Depends
 from fastapi.responses import FileResponse
@@ -31,9 +30,9 @@ def install(instance) -> bool:
 
     async def train_checked(
         model: str,
-        params: Optional[dict] = None,
-        run_sync: Optional[bool] = False,
-        enqueue: Optional[bool] = False,
+        params: dict | None = None,
+        run_sync: bool | None = False,
+        enqueue: bool | None = False,
         user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN)),
     ):
         task = instance._trainers.get(model)

@@ -7,7 +7,6 @@ apart in 3D Slicer. Everything that needs label names, ids or colours reads them
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Tuple
 
 import numpy as np
 
@@ -18,10 +17,10 @@ from mudo_app.errors import InputError
 class Label:
     idx: int
     name: str
-    color: Tuple[int, int, int]
+    color: tuple[int, int, int]
 
 
-LABELS: Tuple[Label, ...] = (
+LABELS: tuple[Label, ...] = (
     Label(1, "liver", (221, 130, 101)),
     Label(2, "kidney_left", (185, 102, 83)),
     Label(3, "kidney_right", (212, 126, 151)),
@@ -40,19 +39,20 @@ LABELS: Tuple[Label, ...] = (
 BACKGROUND = 0
 LESION = 13
 NUM_CLASSES = 14  # background + 12 organs + lesion
-ORGAN_IDS: Tuple[int, ...] = tuple(range(1, 13))
-LABEL_IDS: Tuple[int, ...] = tuple(lbl.idx for lbl in LABELS)
-NAME_TO_ID: Dict[str, int] = {lbl.name: lbl.idx for lbl in LABELS}
-ID_TO_NAME: Dict[int, str] = {lbl.idx: lbl.name for lbl in LABELS}
+ORGAN_IDS: tuple[int, ...] = tuple(range(1, 13))
+LABEL_IDS: tuple[int, ...] = tuple(lbl.idx for lbl in LABELS)
+NAME_TO_ID: dict[str, int] = {lbl.name: lbl.idx for lbl in LABELS}
+ID_TO_NAME: dict[int, str] = {lbl.idx: lbl.name for lbl in LABELS}
 
 
-def label_names() -> Dict[str, int]:
+def label_names() -> dict[str, int]:
     """Name -> id including background, as MONAI Label's ``labels`` setting expects."""
     return {"background": BACKGROUND, **NAME_TO_ID}
 
 
 def check_label_values(array: np.ndarray, what: str = "label map") -> None:
-    """Raise :class:`InputError` (a ``ValueError``) when ``array`` holds a value outside 0..13 or non-integral values."""
+    """Raise :class:`InputError` (a ``ValueError``) when ``array`` holds a value outside 0..13, or a
+    non-integral one."""
     values = np.unique(array)
     if not np.all(np.isfinite(values)) or not np.all(np.equal(np.round(values), values)):
         raise InputError(f"{what}: values must be whole numbers in 0..{LESION}")

@@ -9,8 +9,8 @@ of the 2.9 GB (plus a count map) a full-volume sliding window takes.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import List, Sequence
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from mudo_app.io.volume import Volume, ct_on_pet_grid
 from mudo_app.transforms.intensity import StudentInput
 
 
-def window_starts(size: int, roi: int, overlap: float) -> List[int]:
+def window_starts(size: int, roi: int, overlap: float) -> list[int]:
     """Starts of windows of ``roi`` voxels covering ``size`` with at least ``overlap`` overlap, evenly
     spread, the last flush with the end (one start 0 when the window covers the axis)."""
     if size <= roi:

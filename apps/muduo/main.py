@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from typing import Any, Dict
+from typing import Any
 
 from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 
 class MuDuoApp(MONAILabelApp):
-    def __init__(self, app_dir: str, studies: str, conf: Dict[str, str]):
+    def __init__(self, app_dir: str, studies: str, conf: dict[str, str]):
         self.server_config = ServerConfig.from_conf(app_dir, conf)
         self.resources = Resources(self.server_config)
         self.served = RecentlyServed(self.server_config.recent_minutes)
@@ -88,7 +88,7 @@ class MuDuoApp(MONAILabelApp):
         routes.install(self)
 
     # ---- requests ----------------------------------------------------------------------------------
-    def info(self) -> Dict[str, Any]:
+    def info(self) -> dict[str, Any]:
         meta = super().info()
         meta["labels"] = label_names()
         meta["label_colors"] = {lbl.name: list(lbl.color) for lbl in LABELS}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any
 
 import numpy as np
 from monailabel.interfaces.tasks.strategy import Strategy
@@ -11,12 +11,12 @@ from lib.activelearning.served import RecentlyServed
 
 
 class RandomUnlabelled(Strategy):
-    def __init__(self, served: RecentlyServed, seed: Optional[int] = None):
+    def __init__(self, served: RecentlyServed, seed: int | None = None):
         super().__init__("A random unlabelled case (not one served to another client in the last minutes)")
         self.served = served
         self.rng = np.random.default_rng(seed)
 
-    def __call__(self, request: Dict[str, Any], datastore) -> Dict[str, Any]:
+    def __call__(self, request: dict[str, Any], datastore) -> dict[str, Any]:
         client, candidates = self.served.candidates(request, datastore)
         if not candidates:
             return {}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Dict, List, Tuple
 
 
 class RecentlyServed:
@@ -12,7 +11,7 @@ class RecentlyServed:
 
     def __init__(self, minutes: float):
         self.seconds = 60.0 * minutes
-        self._served: Dict[str, Tuple[str, float]] = {}
+        self._served: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
 
     def busy(self, image_id: str, client_id: str) -> bool:
@@ -24,7 +23,7 @@ class RecentlyServed:
         with self._lock:
             self._served[image_id] = (client_id, time.time())
 
-    def candidates(self, request: Dict, datastore) -> Tuple[str, List[str]]:
+    def candidates(self, request: dict, datastore) -> tuple[str, list[str]]:
         """(the requesting client's id, the unlabelled cases not recently served to another client)."""
         client = str(request.get("client_id") or "anonymous")
         return client, [i for i in datastore.store.unlabelled_ids() if not self.busy(i, client)]

@@ -4,7 +4,7 @@ disagree on most, skipping cases recently served to another client."""
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Tuple
+from typing import Any
 
 from monailabel.interfaces.tasks.strategy import Strategy
 
@@ -24,9 +24,9 @@ class TeacherDisagreement(Strategy):
         )
         self.resources = resources
         self.served = served
-        self._scores: Dict[Tuple[str, int], Dict[str, Any]] = {}  # (case, student mtime) -> score
+        self._scores: dict[tuple[str, int], dict[str, Any]] = {}  # (case, student mtime) -> score
 
-    def score(self, datastore, image_id: str) -> Dict[str, Any]:
+    def score(self, datastore, image_id: str) -> dict[str, Any]:
         key = (image_id, self.resources.student_mtime() or 0)
         if key not in self._scores:
             case = datastore.store.load_case(image_id)
@@ -41,7 +41,7 @@ class TeacherDisagreement(Strategy):
             logger.info(f"teacher disagreement of {image_id}: {self._scores[key]['score']:.3f}")
         return self._scores[key]
 
-    def __call__(self, request: Dict[str, Any], datastore) -> Dict[str, Any]:
+    def __call__(self, request: dict[str, Any], datastore) -> dict[str, Any]:
         client, candidates = self.served.candidates(request, datastore)
         if not candidates:
             return {}

@@ -10,7 +10,7 @@ anything else is refused with the list of accepted keys.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any
 
 from mudo_app.errors import InputError
 from mudo_app.train.config import TrainConfig, config_from_dict
@@ -52,7 +52,7 @@ PLATFORM_KEYS = {
 
 
 def train_config(
-    request: Dict[str, Any],
+    request: dict[str, Any],
     studies: str,
     default_iterations: int,
     out: Path,
@@ -96,7 +96,7 @@ def train_config(
     return config_from_dict(values)
 
 
-def _positive_int(request: Dict[str, Any], key: str, minimum: int = 1) -> int:
+def _positive_int(request: dict[str, Any], key: str, minimum: int = 1) -> int:
     """An integer (or a string of one: a UI may send text) of at least ``minimum``."""
     value = request[key]
     if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().lstrip("-").isdigit():
@@ -107,7 +107,7 @@ def _positive_int(request: Dict[str, Any], key: str, minimum: int = 1) -> int:
     return value
 
 
-def _number(request: Dict[str, Any], key: str) -> float:
+def _number(request: dict[str, Any], key: str) -> float:
     try:
         return float(request[key])
     except (TypeError, ValueError) as exc:

@@ -11,7 +11,6 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional
 
 from mudo_app.errors import InputError
 from mudo_app.io.volume import Volume
@@ -44,8 +43,8 @@ class ServerConfig:
 
     model_dir: Path
     student: Path = DEMO_STUDENT
-    ct_teacher: Optional[Path] = None
-    pet_teacher: Optional[Path] = None
+    ct_teacher: Path | None = None
+    pet_teacher: Path | None = None
     train_iterations: int = 300
     precision: str = "auto"
     recent_minutes: float = 10.0
@@ -55,7 +54,7 @@ class ServerConfig:
         return self.model_dir / "muduo_student.pt"
 
     @staticmethod
-    def from_conf(app_dir: str, conf: Dict[str, str]) -> "ServerConfig":
+    def from_conf(app_dir: str, conf: dict[str, str]) -> ServerConfig:
         known = {"student", "ct_teacher", "pet_teacher", "train_iterations", "precision", "recent_minutes", "model_dir"}
         unknown = sorted(set(conf) - known - MONAI_LABEL_KEYS)
         if unknown:
@@ -92,7 +91,7 @@ class Resources:
     def __init__(self, config: ServerConfig):
         self.config = config
         self._lock = threading.Lock()
-        self._teachers: Dict[str, Teacher] = {}
+        self._teachers: dict[str, Teacher] = {}
         self._student = None  # (mtime_ns, model, prep, meta)
 
     def teacher(self, modality: str) -> Teacher:
@@ -121,6 +120,6 @@ class Resources:
         model, prep, meta = self.student()
         return predict_volume(model, prep, ct, pet, roi=training_patch(meta), precision=self.config.precision)
 
-    def student_mtime(self) -> Optional[int]:
+    def student_mtime(self) -> int | None:
         path = self.config.published_student
         return os.stat(path).st_mtime_ns if path.is_file() else None

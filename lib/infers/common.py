@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from typing import Any, Dict
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +38,7 @@ COMMON_PARAMS = {
 }
 
 
-def check_params(request: Dict[str, Any], extra=()) -> None:
+def check_params(request: dict[str, Any], extra=()) -> None:
     unknown = sorted(set(request) - COMMON_PARAMS - set(extra))
     if unknown:
         raise InputError(f"unknown parameter(s) {unknown} for model {request.get('model')!r}")
@@ -50,7 +50,7 @@ def check_params(request: Dict[str, Any], extra=()) -> None:
         raise InputError(f"result_dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
 
 
-def write_result(label: Volume, request: Dict[str, Any]) -> str:
+def write_result(label: Volume, request: dict[str, Any]) -> str:
     """Write ``label`` (on the image's grid and affine) to a temporary file the server sends and deletes."""
     ext = request.get("result_extension", ".nii.gz")
     path = tempfile.NamedTemporaryFile(suffix=ext, prefix="muduo-", delete=False).name

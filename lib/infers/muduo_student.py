@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, Tuple
+from typing import Any
 
 import numpy as np
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
@@ -34,7 +34,7 @@ class MuDuoStudentInfer(InferTask):
     def is_valid(self) -> bool:
         return True  # listed even before a student exists: an infer then answers 503 with the reason
 
-    def __call__(self, request: Dict[str, Any]) -> Tuple[str, Dict]:
+    def __call__(self, request: dict[str, Any]) -> tuple[str, dict]:
         check_params(request, extra=("pet",))
         started = time.perf_counter()
         _, _, meta = self.resources.student()

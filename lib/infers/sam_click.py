@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Dict, Tuple
+from typing import Any
 
 import numpy as np
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
@@ -30,18 +30,18 @@ class SamClickInfer(InferTask):
         super().__init__(InferType.DEEPGROW, {"foreground": 1}, 3, description)
         self.resources = resources
         self.images_kept = images_kept
-        self._predictors: "OrderedDict[str, Sam3DPredictor]" = OrderedDict()
+        self._predictors: OrderedDict[str, Sam3DPredictor] = OrderedDict()
         self._lock = threading.Lock()
 
     def is_valid(self) -> bool:
         return True
 
-    def info(self) -> Dict[str, Any]:
+    def info(self) -> dict[str, Any]:
         out = super().info()
         out["teacher"] = self.describe()
         return out
 
-    def describe(self) -> Dict[str, Any]:
+    def describe(self) -> dict[str, Any]:
         """Whether the teacher is a stand-in or an official checkpoint (without loading it)."""
         conf = self.resources.config
         ckpt = conf.ct_teacher if self.modality == "CT" else conf.pet_teacher
@@ -62,7 +62,7 @@ class SamClickInfer(InferTask):
             self._predictors.move_to_end(path)
             return self._predictors[path]
 
-    def __call__(self, request: Dict[str, Any]) -> Tuple[str, Dict]:
+    def __call__(self, request: dict[str, Any]) -> tuple[str, dict]:
         check_params(request, extra=("pet", "foreground", "background"))
         fg = [list(p) for p in request.get("foreground") or []]
         bg = [list(p) for p in request.get("background") or []]

@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any
 
 from monailabel.interfaces.tasks.train import TrainTask
 
@@ -38,7 +38,7 @@ class MuDuoTrainTask(TrainTask):
     def runs(self) -> Path:
         return self.resources.config.model_dir / "runs"
 
-    def config(self) -> Dict[str, Any]:
+    def config(self) -> dict[str, Any]:
         return {
             "max_iterations": self.resources.config.train_iterations,
             "pretrained": True,
@@ -46,11 +46,11 @@ class MuDuoTrainTask(TrainTask):
             "method": "muduo",
         }
 
-    def stats(self) -> Dict[str, Any]:
+    def stats(self) -> dict[str, Any]:
         path = self.resources.config.model_dir / "train_stats.json"
         return json.loads(path.read_text()) if path.is_file() else {}
 
-    def check(self, request: Dict[str, Any]):
+    def check(self, request: dict[str, Any]):
         """Validate a request body before anything starts (used by the server's train route)."""
         conf = self.resources.config
         return train_config(
@@ -63,7 +63,7 @@ class MuDuoTrainTask(TrainTask):
             conf.pet_teacher,
         )
 
-    def __call__(self, request: Dict[str, Any], datastore) -> Dict[str, Any]:
+    def __call__(self, request: dict[str, Any], datastore) -> dict[str, Any]:
         from mudo_app.train.trainer import Trainer
 
         conf = self.resources.config

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -27,7 +27,7 @@ from mudo_app.train.config import config_from_dict
 from mudo_app.train.trainer import Trainer
 
 # method name -> config fields that differ from MuDuo's defaults (the paper's ablation rows)
-METHODS: Dict[str, dict] = {
+METHODS: dict[str, dict] = {
     "supervised": {"method": "supervised"},
     "mean_teacher": {"method": "mean_teacher"},
     "ct_teacher_only": {"teachers": "ct"},
@@ -43,8 +43,8 @@ METHODS: Dict[str, dict] = {
 @dataclass(frozen=True)
 class Preset:
     name: str
-    methods: Tuple[str, ...]
-    seeds: Tuple[int, ...]
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...]
     iterations: int
     unlabelled: int
     test_cases: int
@@ -92,9 +92,9 @@ def run_benchmark(preset: Preset, out: Path, threads: int = 2, progress: bool = 
     if not data.is_dir():
         write_dataset(data, preset.labelled + preset.unlabelled, seed=0, labelled=preset.labelled, progress=progress)
     test = generate_cases(TEST_SEED_OFFSET, 0, preset.test_cases, PhantomSettings())
-    methods: Dict[str, dict] = {}
+    methods: dict[str, dict] = {}
     for name in preset.methods:
-        per_seed: List[dict] = []
+        per_seed: list[dict] = []
         for seed in preset.seeds:
             run = out / "runs" / name / f"seed{seed}"
             cfg = config_from_dict(
@@ -137,7 +137,7 @@ def run_benchmark(preset: Preset, out: Path, threads: int = 2, progress: bool = 
     return result
 
 
-def _train_once(cfg, run: Path, progress: bool) -> Optional[float]:
+def _train_once(cfg, run: Path, progress: bool) -> float | None:
     """Train the run unless it finished before (a re-run of the benchmark reuses it); returns its
     training seconds, kept in ``run/timing.json`` (None for a run finished before timings were kept)."""
     timing = run / "timing.json"
@@ -152,7 +152,7 @@ def _train_once(cfg, run: Path, progress: bool) -> Optional[float]:
     return json.loads(timing.read_text())["train_seconds"] if timing.is_file() else None
 
 
-def _result(preset: Preset, methods: Dict[str, dict], started: float, complete: bool) -> dict:
+def _result(preset: Preset, methods: dict[str, dict], started: float, complete: bool) -> dict:
     timed = [r["train_seconds"] for m in methods.values() for r in m["per_seed"] if r["train_seconds"] is not None]
     return {
         "preset": asdict(preset),
@@ -174,7 +174,7 @@ def _result(preset: Preset, methods: Dict[str, dict], started: float, complete: 
     }
 
 
-def teacher_cost_report(methods: Dict[str, dict], preset: Preset) -> dict:
+def teacher_cost_report(methods: dict[str, dict], preset: Preset) -> dict:
     """Teacher GFLOPs per iteration: the stand-ins as run here, and official ``vit_b_ori`` teachers
     under the same prompt counts; encoder passes measured in the ``muduo`` runs (cache), or implied."""
     from mudo_app.bench.teacher_cost import per_iteration, teacher_flops

@@ -7,8 +7,6 @@ code, which re-encodes the same patch for every class).
 
 from __future__ import annotations
 
-from typing import Dict
-
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -23,7 +21,7 @@ def _count(fn) -> float:
     return float(counter.get_total_flops())
 
 
-def teacher_flops(architecture: str) -> Dict[str, float]:
+def teacher_flops(architecture: str) -> dict[str, float]:
     """FLOPs of one encoder pass and of one decoder pass (mask prompt, 3 point prompts)."""
     model = build_sam3d(architecture).requires_grad_(False)
     size = model.config.img_size
@@ -38,7 +36,7 @@ def teacher_flops(architecture: str) -> Dict[str, float]:
     return {"encoder": enc, "decoder_mask": dec_mask, "decoder_points": dec_points}
 
 
-def per_iteration(flops: Dict[str, float], unlabelled: int, classes: int, encoder_passes: Dict[str, float]) -> dict:
+def per_iteration(flops: dict[str, float], unlabelled: int, classes: int, encoder_passes: dict[str, float]) -> dict:
     """GFLOPs per iteration for both teachers (same architecture) under each encoding policy.
 
     ``encoder_passes``: policy name -> encoder passes per teacher per iteration.

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from mudo_app.errors import InputError

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import torch
@@ -68,8 +67,8 @@ def fuse(
     p_ct: torch.Tensor,
     p_pet: torch.Tensor,
     settings: ConsensusSettings,
-    rng: Optional[np.random.Generator] = None,
-    alpha: Optional[np.ndarray] = None,
+    rng: np.random.Generator | None = None,
+    alpha: np.ndarray | None = None,
 ) -> torch.Tensor:
     """Binary pseudo-labels (B, ...) float: ``(alpha p_ct + (1 - alpha) p_pet) > 0.5``, alpha ~ U(0, 1)
     per sample (``both``; or the given (B,) ``alpha``), 1 (``ct``) or 0 (``pet``)."""
@@ -105,7 +104,7 @@ def consistency_weight(iteration: int, total: int, maximum: float = 0.1) -> floa
     return float(maximum * math.exp(-5.0 * phase * phase))
 
 
-def point_prompts(region: np.ndarray, k: int, rng: np.random.Generator) -> Optional[np.ndarray]:
+def point_prompts(region: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray | None:
     """K positive points (K, 3) in ``region`` (the prompt network's argmax == c): K = 1 is the
     centroid (rounded), K > 1 random region voxels; ``None`` when the region is empty (no valid prompt)."""
     if k < 1:

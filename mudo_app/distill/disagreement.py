@@ -8,8 +8,6 @@ A case where the student finds nothing scores 1 (nothing to agree on: look at it
 
 from __future__ import annotations
 
-from typing import Dict
-
 import numpy as np
 
 from mudo_app.labels import ID_TO_NAME
@@ -24,9 +22,9 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def disagreement(
     student_label: np.ndarray, ct_teacher: Sam3DPredictor, pet_teacher: Sam3DPredictor, min_voxels: int = 8
-) -> Dict[str, object]:
+) -> dict[str, object]:
     """``student_label`` (X, Y, Z) on the grid both predictors' images were set on (``set_image``)."""
-    per: Dict[str, float] = {}
+    per: dict[str, float] = {}
     for cls in (int(c) for c in np.unique(student_label) if c != 0):
         mask = student_label == cls
         if mask.sum() < min_voxels:

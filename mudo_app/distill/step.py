@@ -8,8 +8,8 @@ gradient of single-process training on the same batch.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Dict, Hashable, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -50,21 +50,21 @@ class UnlabelledPatch:
     ct: Volume  # raw HU, the case grid
     pet: Volume  # raw SUV, the case grid
     centre_world: np.ndarray
-    prompt_region: Optional[np.ndarray]  # (Pi, Pj, Pk) int: the frozen prompt network's argmax (None: no PET teacher)
+    prompt_region: np.ndarray | None  # (Pi, Pj, Pk) int: the frozen prompt network's argmax (None: no PET teacher)
     point_seed: Sequence[int]  # seeds this sample's K point draw (identical on every rank)
 
 
 def muduo_consistency(
     student_prob: torch.Tensor,
-    samples: List[UnlabelledPatch],
+    samples: list[UnlabelledPatch],
     class_ids: Sequence[int],
-    ct_bank: Optional[TeacherBank],
-    pet_bank: Optional[TeacherBank],
+    ct_bank: TeacherBank | None,
+    pet_bank: TeacherBank | None,
     settings: ConsensusSettings,
     k_points: int,
     alphas: np.ndarray,
     shard: Shard = Shard(),
-) -> (torch.Tensor, Dict[str, float]):
+) -> (torch.Tensor, dict[str, float]):
     """Consistency loss for this rank's samples.
 
     ``student_prob``: (b, n_classes_total, Pi, Pj, Pk) softmax of the local samples, un-augmented;

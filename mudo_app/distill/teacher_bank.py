@@ -16,7 +16,7 @@ Geometric augmentation is applied to the student's input and undone on its outpu
 
 from __future__ import annotations
 
-from typing import Dict, Hashable, List, Sequence, Tuple
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 import torch
@@ -92,7 +92,7 @@ class PatchFrame:
         )
 
     @staticmethod
-    def _grid(axes: List[torch.Tensor]) -> torch.Tensor:
+    def _grid(axes: list[torch.Tensor]) -> torch.Tensor:
         gi, gj, gk = torch.meshgrid(*axes, indexing="ij")
         return torch.stack([gk, gj, gi], -1)[None].float()  # grid_sample wants (x, y, z) = (k, j, i)
 
@@ -144,8 +144,8 @@ class TeacherBank:
         self.teacher = teacher
         self.patch = tuple(patch)
         self.cache = cache
-        self._embeddings: Dict[Hashable, torch.Tensor] = {}
-        self._frames: Dict[Tuple[float, ...], PatchFrame] = {}
+        self._embeddings: dict[Hashable, torch.Tensor] = {}
+        self._frames: dict[tuple[float, ...], PatchFrame] = {}
         self.encoder_calls = 0
         self.decoder_calls = 0
         self.device = next(teacher.model.parameters()).device

@@ -8,7 +8,7 @@ Dice is over the whole volume; with an empty ground truth and an empty predictio
 
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -27,7 +27,7 @@ def _unmatched_voxels(components_of: np.ndarray, other: np.ndarray) -> int:
     return int(sizes[1:][~touched[1:]].sum())
 
 
-def autopet_metrics(gt: np.ndarray, pred: np.ndarray, spacing_mm: Sequence[float]) -> Dict[str, float]:
+def autopet_metrics(gt: np.ndarray, pred: np.ndarray, spacing_mm: Sequence[float]) -> dict[str, float]:
     """``{"dice", "fp_volume_ml", "fn_volume_ml"}`` for binary masks on one grid."""
     if gt.shape != pred.shape:
         raise ValueError(f"ground truth {gt.shape} and prediction {pred.shape} must have one shape")

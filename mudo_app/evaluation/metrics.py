@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import warnings
-from typing import Dict, Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
 
-def dice_per_class(gt: np.ndarray, pred: np.ndarray, classes: Iterable[int]) -> Dict[int, float]:
+def dice_per_class(gt: np.ndarray, pred: np.ndarray, classes: Iterable[int]) -> dict[int, float]:
     """Dice of each class present in ``gt`` or ``pred``; a class absent from both is left out.
 
     A class present in ``gt`` and missed entirely in ``pred`` scores 0 (and vice versa).
@@ -50,7 +50,7 @@ def _surface_distances(g: np.ndarray, p: np.ndarray, spacing) -> tuple:
     return float(hd95.item()), float(asd.item())
 
 
-def class_metrics(gt: np.ndarray, pred: np.ndarray, spacing, classes: Iterable[int]) -> Dict[int, dict]:
+def class_metrics(gt: np.ndarray, pred: np.ndarray, spacing, classes: Iterable[int]) -> dict[int, dict]:
     """Per class: Dice, HD95 and ASD (mm), RAVD, and ``status`` found / missed / hallucinated.
 
     A class absent from both is left out. A structure missed entirely (in ``gt``, not in ``pred``)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -41,7 +40,7 @@ def per_class_chart(result: dict, path: Path) -> Path:
     return path
 
 
-def overlay(case: str, gt: np.ndarray, pred: np.ndarray, path: Path, image: Optional[np.ndarray] = None) -> Path:
+def overlay(case: str, gt: np.ndarray, pred: np.ndarray, path: Path, image: np.ndarray | None = None) -> Path:
     """The axial slice (k) with the most ground truth: truth as solid contours, prediction dashed.
 
     Arrays are ``[i, j, k]``; the slice is shown with i horizontal and j vertical.

@@ -8,7 +8,6 @@ ones on label 13, or on every non-zero voxel with ``binary``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Tuple
 
 import numpy as np
 
@@ -19,11 +18,11 @@ from mudo_app.io.volume import NIFTI_SUFFIXES, case_name, load_volume, same_grid
 from mudo_app.labels import ID_TO_NAME, LABEL_IDS, LESION, check_label_values
 
 
-def _nifti_files(folder: Path) -> Dict[str, Path]:
+def _nifti_files(folder: Path) -> dict[str, Path]:
     return {case_name(p): p for p in sorted(folder.iterdir()) if p.name.endswith(NIFTI_SUFFIXES)}
 
 
-def match_pairs(gt: Path, pred: Path) -> List[Tuple[str, Path, Path]]:
+def match_pairs(gt: Path, pred: Path) -> list[tuple[str, Path, Path]]:
     """(case, gt file, pred file) pairs; two files, or two folders matched by case name."""
     for what, path in (("--gt", gt), ("--pred", pred)):
         if not path.exists():
@@ -69,13 +68,13 @@ def evaluate_labels(case: str, g: np.ndarray, p: np.ndarray, spacing, binary: bo
     }
 
 
-def summarise(cases: List[dict]) -> dict:
+def summarise(cases: list[dict]) -> dict:
     """Means over cases; per class: mean Dice (missed count as 0), mean HD95 / ASD over found only."""
     mean = {
         k: float(np.nanmean([c[k] for c in cases])) if any(np.isfinite(c[k]) for c in cases) else float("nan")
         for k in ("dice", "fp_volume_ml", "fn_volume_ml")
     }
-    per: Dict[str, dict] = {}
+    per: dict[str, dict] = {}
     for name in dict.fromkeys(n for c in cases for n in c["per_class"]):
         rows = [c["per_class"][name] for c in cases if name in c["per_class"]]
         found = [r for r in rows if r["status"] == "found"]

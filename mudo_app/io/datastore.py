@@ -21,14 +21,13 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Dict, List, Optional
 
 import numpy as np
 
 from mudo_app.errors import InputError
-from mudo_app.io.volume import PathLike, Volume, case_name, load_volume, on_grid, read_grid, save_volume, same_grid
+from mudo_app.io.volume import PathLike, Volume, case_name, load_volume, on_grid, read_grid, same_grid, save_volume
 from mudo_app.labels import check_label_values
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -49,10 +48,10 @@ class Case:
     case_id: str
     ct: Volume
     pet: Volume
-    label: Optional[Volume] = None
+    label: Volume | None = None
 
 
-def check_case(ct: Volume, pet: Volume, label: Optional[Volume] = None, case_id: str = "case") -> None:
+def check_case(ct: Volume, pet: Volume, label: Volume | None = None, case_id: str = "case") -> None:
     """Raise :class:`InputError` unless CT, PET (and label) share one grid and the label is valid."""
     if not same_grid(ct, pet):
         raise InputError(f"{case_id}: CT {ct.shape} and PET {pet.shape} are not on one grid (shape or affine differ)")
@@ -92,15 +91,15 @@ class PetCtDatastore:
         return self.root / "label_history" / check_case_id(case_id)
 
     # ---- queries -------------------------------------------------------------------------------
-    def case_ids(self) -> List[str]:
+    def case_ids(self) -> list[str]:
         """Ids of complete cases (CT and PET present), sorted."""
         ids = [case_name(p) for p in self.root.glob("*.nii.gz") if not p.name.startswith(".")]
         return sorted(i for i in ids if self.pet_path(i).is_file())
 
-    def labelled_ids(self, tag: str = FINAL) -> List[str]:
+    def labelled_ids(self, tag: str = FINAL) -> list[str]:
         return [i for i in self.case_ids() if self.label_path(i, tag).is_file()]
 
-    def unlabelled_ids(self, tag: str = FINAL) -> List[str]:
+    def unlabelled_ids(self, tag: str = FINAL) -> list[str]:
         return [i for i in self.case_ids() if not self.label_path(i, tag).is_file()]
 
     def has_case(self, case_id: str) -> bool:
@@ -118,11 +117,11 @@ class PetCtDatastore:
         label = load_volume(lp, f"{case_id} label") if lp.is_file() else None
         return Case(case_id, ct, pet, label)
 
-    def meta(self, case_id: str) -> Dict:
+    def meta(self, case_id: str) -> dict:
         p = self.meta_path(case_id)
         return json.loads(p.read_text()) if p.is_file() else {}
 
-    def label_history(self, case_id: str) -> List[Path]:
+    def label_history(self, case_id: str) -> list[Path]:
         d = self.history_dir(case_id)
         return sorted(d.glob("*.nii.gz")) if d.is_dir() else []
 
@@ -132,9 +131,9 @@ class PetCtDatastore:
         case_id: str,
         ct: Volume,
         pet: Volume,
-        label: Optional[Volume] = None,
-        meta: Optional[Dict] = None,
-        ground_truth: Optional[Volume] = None,
+        label: Volume | None = None,
+        meta: dict | None = None,
+        ground_truth: Volume | None = None,
         overwrite: bool = False,
     ) -> None:
         """Check and write one case; the CT (which makes the case visible) is published last."""
@@ -179,7 +178,7 @@ class PetCtDatastore:
             if not on_grid(label, shape, affine):
                 raise InputError(f"label {label.shape} is not on the grid of image {case_id!r} {shape}")
         check_label_values(label.array, f"label for {case_id}")
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         hist = self.history_dir(case_id) / f"{stamp}_{tag}.nii.gz"
         save_volume(label, hist, dtype=np.uint8)
         final = self.label_path(case_id, tag)

@@ -17,9 +17,9 @@ labels exactly on the PET grid with values of the label map. A bad case is skipp
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -39,16 +39,16 @@ class SourceCase:
     case_id: str
     ct: Path
     pet: Path
-    lesion: Optional[Path] = None
-    organs: Optional[Path] = None
-    label: Optional[Path] = None
+    lesion: Path | None = None
+    organs: Path | None = None
+    label: Path | None = None
 
 
 @dataclass
 class ImportReport:
-    imported: List[str] = field(default_factory=list)
-    skipped: Dict[str, str] = field(default_factory=dict)
-    notes: Dict[str, List[str]] = field(default_factory=dict)
+    imported: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, list[str]] = field(default_factory=dict)
 
     def summary(self) -> str:
         lines = [f"imported {len(self.imported)} case(s), skipped {len(self.skipped)}"]
@@ -106,7 +106,7 @@ def _load_label(path: Path, what: str, pet: Volume, allowed=None) -> np.ndarray:
 
 def load_source_case(sc: SourceCase) -> tuple:
     """Load and check one case: ``(ct, pet, label_or_None, notes)``; raises :class:`InputError`."""
-    notes: List[str] = []
+    notes: list[str] = []
     if not sc.pet.exists():
         raise InputError(f"PET missing: {sc.pet}")
     if not sc.ct.exists():

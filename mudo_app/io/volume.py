@@ -12,7 +12,6 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Tuple, Union
 
 import nibabel as nib
 import numpy as np
@@ -20,7 +19,7 @@ from scipy import ndimage
 
 from mudo_app.errors import InputError
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike[str]
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 
@@ -39,11 +38,11 @@ class Volume:
             raise InputError(f"volume must be 3-D, got shape {self.array.shape}")
 
     @property
-    def shape(self) -> Tuple[int, int, int]:
+    def shape(self) -> tuple[int, int, int]:
         return tuple(int(s) for s in self.array.shape)  # type: ignore[return-value]
 
     @property
-    def spacing(self) -> Tuple[float, float, float]:
+    def spacing(self) -> tuple[float, float, float]:
         """Voxel size in mm along i, j, k (norms of the affine's columns)."""
         return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore
 
@@ -164,7 +163,7 @@ def same_grid(a: Volume, b: Volume, atol_mm: float = 1e-3) -> bool:
     return on_grid(a, b.shape, b.affine, atol_mm)
 
 
-def read_grid(path: PathLike, what: str = "volume") -> Tuple[Tuple[int, int, int], np.ndarray]:
+def read_grid(path: PathLike, what: str = "volume") -> tuple[tuple[int, int, int], np.ndarray]:
     """``(shape, affine)`` of a NIfTI file from its header alone (no voxel data is read)."""
     try:
         img = nib.load(str(path))
@@ -174,7 +173,7 @@ def read_grid(path: PathLike, what: str = "volume") -> Tuple[Tuple[int, int, int
 
 
 def resample_to_grid(
-    volume: Volume, shape: Tuple[int, int, int], affine: np.ndarray, order: int = 1, fill: float = 0.0
+    volume: Volume, shape: tuple[int, int, int], affine: np.ndarray, order: int = 1, fill: float = 0.0
 ) -> Volume:
     """Resample ``volume`` onto the grid ``(shape, affine)``; world positions are preserved.
 
@@ -207,7 +206,7 @@ def resample_to_grid(
 CT_FILL_HU = -1024.0  # CT value outside the scanned field of view
 
 
-def ct_on_pet_grid(ct: Volume, pet: Volume) -> Tuple[Volume, bool]:
+def ct_on_pet_grid(ct: Volume, pet: Volume) -> tuple[Volume, bool]:
     """``(ct on the PET grid, whether it had to be resampled)``: trilinear, -1024 HU outside."""
     if same_grid(ct, pet):
         return ct, False

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional, Tuple, Union
 
 import torch
 
@@ -30,12 +29,12 @@ DEMO_STUDENT = Path(__file__).resolve().parents[2] / "sample-datasets" / "demo" 
 
 
 def save_student(
-    path: Union[str, os.PathLike],
+    path: str | os.PathLike,
     model: torch.nn.Module,
     name: str,
-    kwargs: Optional[dict] = None,
-    preprocessing: Optional[StudentInput] = None,
-    provenance: Optional[dict] = None,
+    kwargs: dict | None = None,
+    preprocessing: StudentInput | None = None,
+    provenance: dict | None = None,
 ) -> Path:
     """Publish a student checkpoint atomically (temporary file in the same folder, then rename)."""
     path = Path(path)
@@ -58,7 +57,7 @@ def save_student(
     return path
 
 
-def load_student(path: Union[str, os.PathLike], device: str = "cpu") -> Tuple[torch.nn.Module, StudentInput, dict]:
+def load_student(path: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn.Module, StudentInput, dict]:
     """(model in eval mode, its input normalisation, the checkpoint's metadata); strict, no code execution."""
     path = Path(path)
     ckpt = read_checkpoint(path)
@@ -77,7 +76,7 @@ def load_student(path: Union[str, os.PathLike], device: str = "cpu") -> Tuple[to
     return model.to(device).eval(), prep, meta
 
 
-def training_patch(meta: dict, default=(64, 64, 64)) -> Tuple[int, int, int]:
+def training_patch(meta: dict, default=(64, 64, 64)) -> tuple[int, int, int]:
     """The patch size the student was trained on (its provenance), which is also the sliding-window
     size to infer with: instance-normalised networks see other statistics in larger windows."""
     patch = meta.get("provenance", {}).get("config", {}).get("patch")

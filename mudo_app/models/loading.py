@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ _SAFE_GLOBALS = [
 _SAFE_GLOBALS += [type(np.dtype(t)) for t in (np.float32, np.float64, np.int64, np.int32, np.bool_)]
 
 
-def read_checkpoint(path: Union[str, os.PathLike]) -> Any:
+def read_checkpoint(path: str | os.PathLike) -> Any:
     """The object saved in ``path``; :class:`InputError` for a missing, truncated or unsafe file."""
     path = Path(path)
     if not path.is_file():
@@ -56,7 +57,7 @@ def state_dict_from(obj: Any, source: str) -> Mapping[str, torch.Tensor]:
     return obj
 
 
-def read_state_dict(path: Union[str, os.PathLike]) -> Mapping[str, torch.Tensor]:
+def read_state_dict(path: str | os.PathLike) -> Mapping[str, torch.Tensor]:
     """Read a bare state dict or a training checkpoint holding one under ``model_state_dict``."""
     return state_dict_from(read_checkpoint(path), f"checkpoint {path}")
 

@@ -6,7 +6,7 @@ name and arguments a checkpoint carries.
 
 from __future__ import annotations
 
-from typing import Callable, Dict
+from collections.abc import Callable
 
 import torch.nn as nn
 from monai.networks.nets import UNet
@@ -27,7 +27,7 @@ def _unet(channels, in_channels: int = 2, out_channels: int = NUM_CLASSES, num_r
 
 # GFLOPs per (1, 2, 128, 128, 128) forward, torch FlopCounterMode: unet_lite 12.7, unet_small 42.6, unet 89.5
 # (the method's reference student: 291.6). CPU time of that forward on 2 cores: 0.19 s, 0.47 s, ~1 s.
-STUDENTS: Dict[str, Callable[..., nn.Module]] = {
+STUDENTS: dict[str, Callable[..., nn.Module]] = {
     # 2.0 M parameters; 4 down-samplings, one convolution per level (input sides multiples of 16).
     # The default student: at most 1/10 of the reference's cost (see README, "Choosing the student").
     "unet_lite": lambda num_res_units=0, **kw: _unet((16, 32, 64, 128, 256), num_res_units=num_res_units, **kw),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
 
 import torch
 
@@ -51,7 +50,7 @@ class Teacher:
         return f"{self.name}: {kind}, {self.checkpoint}"
 
 
-def save_standin(path: Union[str, os.PathLike], model: Sam3D, config: str, modality: str, provenance: dict) -> None:
+def save_standin(path: str | os.PathLike, model: Sam3D, config: str, modality: str, provenance: dict) -> None:
     """Write a stand-in teacher (fp16 weights + what rebuilds it) atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,7 +68,7 @@ def save_standin(path: Union[str, os.PathLike], model: Sam3D, config: str, modal
     os.replace(tmp, path)
 
 
-def load_teacher(modality: str, checkpoint: Optional[Union[str, os.PathLike]] = None, device: str = "cpu") -> Teacher:
+def load_teacher(modality: str, checkpoint: str | os.PathLike | None = None, device: str = "cpu") -> Teacher:
     """The frozen teacher for ``modality`` ("CT" or "PET").
 
     ``checkpoint`` None: the shipped stand-in. A stand-in file (written by ``save_standin``) rebuilds its

@@ -7,12 +7,12 @@ j along y and k along z: the generator's affine is diagonal with positive spacin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, Tuple
 
 import numpy as np
 
-Slices = Tuple[slice, slice, slice]
+Slices = tuple[slice, slice, slice]
 
 
 @dataclass
@@ -29,8 +29,8 @@ class Deformation:
         rng: np.random.Generator,
         n: int = 4,
         amplitude_mm: float = 7.0,
-        wavelength_mm: Tuple[float, float] = (120.0, 400.0),
-    ) -> "Deformation":
+        wavelength_mm: tuple[float, float] = (120.0, 400.0),
+    ) -> Deformation:
         wavelength = rng.uniform(*wavelength_mm, size=n)
         direction = rng.normal(size=(n, 3))
         direction /= np.linalg.norm(direction, axis=1, keepdims=True)

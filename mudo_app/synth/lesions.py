@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Dict, List
-
 import numpy as np
 
 from mudo_app.labels import LESION
@@ -33,7 +31,7 @@ def _random_voxel_world(p, mask: np.ndarray, rng) -> np.ndarray:
     return p.canvas.to_patient(np.array([ax[0][i], ax[1][j], ax[2][k]], np.float64))
 
 
-def _site_centre(site: str, p, rng, a: Dict):
+def _site_centre(site: str, p, rng, a: dict):
     yb, h, z0 = a["y_body"], a["h"], a["z0"]
     j = lambda s: rng.normal(scale=s, size=3)  # noqa: E731 jitter in mm
     side = 1 if rng.random() < 0.5 else -1
@@ -59,7 +57,7 @@ def _site_centre(site: str, p, rng, a: Dict):
     return np.array([side * (72 * a["w"] + 38), yb - a["D"] + 70, a["z_kidney"]]) + j(8)
 
 
-def add_lesions(p, rng: np.random.Generator, a: Dict, settings) -> List[Dict]:
+def add_lesions(p, rng: np.random.Generator, a: dict, settings) -> list[dict]:
     """Paint 0..``settings.max_lesions`` lesions into ``p``; return their descriptions (world mm)."""
     if rng.random() < settings.lesion_free_fraction:
         return []
@@ -101,7 +99,7 @@ def add_lesions(p, rng: np.random.Generator, a: Dict, settings) -> List[Dict]:
     return out
 
 
-def add_benign_uptake(p, rng: np.random.Generator, a: Dict) -> int:
+def add_benign_uptake(p, rng: np.random.Generator, a: dict) -> int:
     """0-4 FDG-avid benign foci (brown fat, muscle, inflamed nodes): hot, *not* labelled as lesion."""
     n = int(rng.integers(0, 5))
     for _ in range(n):

@@ -9,7 +9,6 @@ patient. What it models and what it does not is documented in ``sample-datasets/
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Dict, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -26,8 +25,8 @@ LUNG_LL, LUNG_RL, LUNG_LU, LUNG_RU, LUNG_RM = 8, 9, 10, 11, 12
 class PhantomSettings:
     """Grid and population settings. ``spacing`` and ``fov_mm`` are along x (R-L), y (A-P), z (S-I)."""
 
-    spacing: Tuple[float, float, float] = (4.0, 4.0, 4.0)
-    fov_mm: Tuple[float, float, float] = (480.0, 320.0, 800.0)
+    spacing: tuple[float, float, float] = (4.0, 4.0, 4.0)
+    fov_mm: tuple[float, float, float] = (480.0, 320.0, 800.0)
     second_domain_fraction: float = 0.25
     lesion_free_fraction: float = 0.15
     max_lesions: int = 10
@@ -41,7 +40,7 @@ class PhantomSettings:
             raise ValueError("fractions must lie in [0, 1]")
 
     @property
-    def shape(self) -> Tuple[int, int, int]:
+    def shape(self) -> tuple[int, int, int]:
         return tuple(int(round(f / s)) for f, s in zip(self.fov_mm, self.spacing))  # type: ignore
 
 
@@ -76,7 +75,7 @@ class Painter:
         return sl, mask, r
 
 
-def _body(p: Painter, a: Dict) -> None:
+def _body(p: Painter, a: dict) -> None:
     """Trunk (elliptic cylinder with waist and chest), neck and head; fat shell; bones."""
     c = p.canvas
     sl = c.box((-300, -300, -1e4), (300, 300, a["z_shoulder"]))
@@ -121,7 +120,7 @@ def _body(p: Painter, a: Dict) -> None:
         p.ellipsoid((side * 88 * a["w"], a["y_body"] + 5, a["z0"] + 35 * a["h"]), (22, 22, 22), hu=450.0, suv=0.9)
 
 
-def _lungs(p: Painter, a: Dict) -> None:
+def _lungs(p: Painter, a: dict) -> None:
     """Lungs split into lobes by the oblique and horizontal fissures."""
     for side, lower, upper in ((-1, LUNG_LL, LUNG_LU), (1, LUNG_RL, LUNG_RU)):
         centre = _jit(a, "lung_r" if side > 0 else "lung_l", (side * a["lung_x"], a["y_body"] - 5, a["z_lung"]))
@@ -141,7 +140,7 @@ def _lungs(p: Painter, a: Dict) -> None:
             p.paint(sl, inside & ~is_lower & (v < a["horizontal_fissure"]) & (u > -25), label=LUNG_RM)
 
 
-def _heart_aorta(p: Painter, a: Dict) -> None:
+def _heart_aorta(p: Painter, a: dict) -> None:
     """Heart (myocardium shell with variable uptake around a blood pool) and aorta; painted last."""
     h = a["h"]
     hc = _jit(a, "heart", (-18 * a["w"], a["y_body"] + 32, a["z_lung"] - 50 * h))
@@ -174,7 +173,7 @@ def _heart_aorta(p: Painter, a: Dict) -> None:
         p.paint(sl, d < rad, hu=a["blood_hu"], suv=a["blood_suv"], label=AORTA)
 
 
-def _abdomen(p: Painter, rng, a: Dict) -> None:
+def _abdomen(p: Painter, rng, a: dict) -> None:
     """Bowel, stomach, liver, spleen, kidneys, bladder, prostate."""
     h, z0, yb = a["h"], a["z0"], a["y_body"]
     for _ in range(int(rng.integers(5, 10))):  # bowel loops: moderate, patchy uptake, some gas
@@ -238,21 +237,21 @@ ORGANS_JITTERED = ("lung_l", "lung_r", "heart", "liver", "spleen", "kidney_l", "
 CONTRAST_HU = {"none": (42, 58, 47, 35), "venous": (160, 115, 120, 170), "arterial": (300, 75, 110, 200)}
 
 
-def _jit(a: Dict, organ: str, centre) -> Tuple[float, float, float]:
+def _jit(a: dict, organ: str, centre) -> tuple[float, float, float]:
     """An organ's nominal centre moved by the patient's own offset for that organ (mm)."""
     return tuple(float(c + d) for c, d in zip(centre, a["shift"][organ]))
 
 
-def _w(a: Dict, organ: str) -> Deformation:
+def _w(a: dict, organ: str) -> Deformation:
     return a["_warps"][organ]
 
 
-def _rot(a: Dict, organ: str, yaw: float = 0.0, pitch: float = 0.0, roll: float = 0.0) -> np.ndarray:
+def _rot(a: dict, organ: str, yaw: float = 0.0, pitch: float = 0.0, roll: float = 0.0) -> np.ndarray:
     t = a["tilt"][organ]
     return rotation(yaw + t[0], pitch + t[1], roll + t[2])
 
 
-def sample_anatomy(rng: np.random.Generator, settings: PhantomSettings) -> Dict:
+def sample_anatomy(rng: np.random.Generator, settings: PhantomSettings) -> dict:
     """Draw one patient's anatomy, uptake and scanner parameters (a JSON-able dict)."""
     u = rng.uniform
     domain = "B" if u() < settings.second_domain_fraction else "A"
@@ -360,7 +359,7 @@ def generate_case(rng: np.random.Generator, settings: PhantomSettings = PhantomS
     return Volume(ct, aff), Volume(pet, aff.copy()), Volume(p.label, aff.copy()), meta
 
 
-def _acquire(p: Painter, rng, a: Dict, spacing: np.ndarray):
+def _acquire(p: Painter, rng, a: dict, spacing: np.ndarray):
     """Image formation: PET blur + count noise; CT partial volume + noise + domain calibration."""
 
     def smooth_field(scale_mm: float) -> np.ndarray:  # zero-mean, unit-std smooth random field
@@ -381,7 +380,7 @@ def _acquire(p: Painter, rng, a: Dict, spacing: np.ndarray):
     return ct, pet
 
 
-def _jsonable(d: Dict) -> Dict:
+def _jsonable(d: dict) -> dict:
     out = {}
     for k, v in d.items():
         if k.startswith("_"):

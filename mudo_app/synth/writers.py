@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -26,7 +26,7 @@ def case_id(index: int) -> str:
     return f"syn{index:03d}"
 
 
-def generate_cases(seed: int, first: int, count: int, settings: PhantomSettings = PhantomSettings()) -> List[Case]:
+def generate_cases(seed: int, first: int, count: int, settings: PhantomSettings = PhantomSettings()) -> list[Case]:
     """Cases ``first .. first + count - 1`` of ``seed`` in memory (labelled with their truth)."""
     out = []
     for i in range(first, first + count):
@@ -35,11 +35,11 @@ def generate_cases(seed: int, first: int, count: int, settings: PhantomSettings 
     return out
 
 
-def _write_datastore(out: Path, cid: str, ct: Volume, pet: Volume, label: Volume, meta: Dict, labelled: bool):
+def _write_datastore(out: Path, cid: str, ct: Volume, pet: Volume, label: Volume, meta: dict, labelled: bool):
     PetCtDatastore(out, create=True).add_case(cid, ct, pet, label if labelled else None, meta=meta, ground_truth=label)
 
 
-def _write_autopet(out: Path, cid: str, ct: Volume, pet: Volume, label: Volume, meta: Dict, organs: bool):
+def _write_autopet(out: Path, cid: str, ct: Volume, pet: Volume, label: Volume, meta: dict, organs: bool):
     study = out / f"PETCT_{cid}" / "01-01-2000-NA-PET-CT"
     lesion = Volume((label.array == LESION).astype(np.uint8), label.affine)
     save_volume(pet, study / "SUV.nii.gz", dtype=np.float32)
@@ -51,7 +51,7 @@ def _write_autopet(out: Path, cid: str, ct: Volume, pet: Volume, label: Volume, 
     save_volume(ct, study / "CTres.nii.gz", dtype=np.int16)
 
 
-def _write_nnunet(out: Path, cid: str, ct: Volume, pet: Volume, label: Volume, meta: Dict):
+def _write_nnunet(out: Path, cid: str, ct: Volume, pet: Volume, label: Volume, meta: dict):
     save_volume(pet, out / "imagesTr" / f"{cid}_0001.nii.gz", dtype=np.float32)
     save_volume(label, out / "labelsTr" / f"{cid}.nii.gz", dtype=np.uint8)
     save_volume(ct, out / "imagesTr" / f"{cid}_0000.nii.gz", dtype=np.int16)
@@ -63,9 +63,9 @@ def write_dataset(
     seed: int = 0,
     settings: PhantomSettings = PhantomSettings(),
     layout: str = "datastore",
-    labelled: Optional[int] = None,
+    labelled: int | None = None,
     progress: bool = True,
-    on_case: Optional[Callable[[str, Dict], None]] = None,
+    on_case: Callable[[str, dict], None] | None = None,
 ) -> Path:
     """Generate ``cases`` phantoms into ``out`` in ``layout``.
 

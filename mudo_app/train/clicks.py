@@ -5,8 +5,6 @@ All coordinates are voxel indices of the array they are computed on, in its own 
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
-
 import numpy as np
 from scipy import ndimage
 
@@ -30,7 +28,7 @@ def _deepest(mask: np.ndarray) -> np.ndarray:
     return lo + np.array(np.unravel_index(int(np.argmax(dist)), sub.shape))
 
 
-def first_click(target: np.ndarray, rng: Optional[np.random.Generator] = None) -> np.ndarray:
+def first_click(target: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
     """A positive click: a random object voxel (``rng``), else the object's deepest voxel."""
     if not target.any():
         raise ValueError("target is empty: no voxel to click")
@@ -41,8 +39,8 @@ def first_click(target: np.ndarray, rng: Optional[np.random.Generator] = None) -
 
 
 def next_click(
-    target: np.ndarray, pred: np.ndarray, rng: Optional[np.random.Generator] = None
-) -> Optional[Tuple[np.ndarray, int]]:
+    target: np.ndarray, pred: np.ndarray, rng: np.random.Generator | None = None
+) -> tuple[np.ndarray, int] | None:
     """A click correcting ``pred``: in the larger of false negatives (label 1) / false positives (0).
 
     Deterministic (``rng`` None): the deepest voxel of the largest error component, as evaluation

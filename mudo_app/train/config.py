@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import tomllib
-from dataclasses import dataclass, fields
+import typing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 from mudo_app.distill.consensus import FILTERS, TEACHERS, ConsensusSettings
 from mudo_app.errors import InputError
@@ -53,7 +54,7 @@ class TrainConfig:
     iterations: int = 300
     batch_labelled: int = 2
     batch_unlabelled: int = 2
-    patch: Tuple[int, int, int] = (64, 64, 64)
+    patch: tuple[int, int, int] = (64, 64, 64)
     foreground_prob: float = 0.5
     augment: str = "none"
     optimiser: str = "adamw"
@@ -69,12 +70,12 @@ class TrainConfig:
     k_points: int = 3
     ema_decay: float = 0.99
     prompt_net_iterations: int = 200
-    ct_teacher: Optional[str] = None
-    pet_teacher: Optional[str] = None
-    init_from: Optional[str] = None
+    ct_teacher: str | None = None
+    pet_teacher: str | None = None
+    init_from: str | None = None
     checkpoint_every: int = 100
-    labelled_limit: Optional[int] = None
-    threads: Optional[int] = None
+    labelled_limit: int | None = None
+    threads: int | None = None
     device: str = "auto"
 
     def __post_init__(self):
@@ -113,61 +114,63 @@ class TrainConfig:
             bad("labelled_limit", f"must be at least 1, got {self.labelled_limit}")
 
     @property
-    def class_ids(self) -> Tuple[int, ...]:
+    def class_ids(self) -> tuple[int, ...]:
         return CLASS_SETS[self.classes]
 
     def consensus(self) -> ConsensusSettings:
         return ConsensusSettings(self.filter, self.keep_fraction, self.iou_threshold, self.teachers)
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["patch"] = list(self.patch)
         return out
 
-    def replace(self, **changes) -> "TrainConfig":
+    def replace(self, **changes) -> TrainConfig:
         return config_from_dict({**self.to_dict(), **changes})
 
 
-def _coerce(f: dataclasses.Field, value: Any) -> Any:
-    """Check one value against its field's declared type (the annotation string of this module)."""
-    kind = f.type.replace("Optional[", "").rstrip("]")
+def _coerce(name: str, kind: Any, value: Any) -> Any:
+    """Check one value against its field's declared type (``kind``, resolved from the annotation)."""
+    args = typing.get_args(kind)
     if value is None:
-        if f.type.startswith("Optional["):
+        if type(None) in args:
             return None
-        raise InputError(f"config field {f.name!r} must not be null")
-    if kind.startswith("Tuple[int"):
+        raise InputError(f"config field {name!r} must not be null")
+    if type(None) in args:  # Optional[X]: check X
+        kind = next(a for a in args if a is not type(None))
+    if typing.get_origin(kind) is tuple:
         if not isinstance(value, (list, tuple)) or not all(
             isinstance(v, int) and not isinstance(v, bool) for v in value
         ):
-            raise InputError(f"config field {f.name!r} must be a list of integers, got {value!r}")
+            raise InputError(f"config field {name!r} must be a list of integers, got {value!r}")
         return tuple(value)
-    if kind == "int":
+    if kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise InputError(f"config field {f.name!r} must be an integer, got {value!r}")
+            raise InputError(f"config field {name!r} must be an integer, got {value!r}")
         return value
-    if kind == "float":
+    if kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InputError(f"config field {f.name!r} must be a number, got {value!r}")
+            raise InputError(f"config field {name!r} must be a number, got {value!r}")
         return float(value)
-    if kind == "str":
+    if kind is str:
         if not isinstance(value, str):
-            raise InputError(f"config field {f.name!r} must be a string, got {value!r}")
+            raise InputError(f"config field {name!r} must be a string, got {value!r}")
         return value
-    raise AssertionError(f"unhandled config type {f.type}")  # pragma: no cover - a new field without a rule
+    raise AssertionError(f"unhandled config type {kind}")  # pragma: no cover - a new field without a rule
 
 
-def config_from_dict(values: Dict[str, Any]) -> TrainConfig:
+def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     """A :class:`TrainConfig` from a mapping; unknown keys or wrong types raise :class:`InputError`."""
     if not isinstance(values, dict):
         raise InputError(f"a training config must be a mapping of fields, got {type(values).__name__}")
-    known = {f.name: f for f in fields(TrainConfig)}
+    known = typing.get_type_hints(TrainConfig)
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise InputError(f"unknown config key(s) {unknown}; known keys: {sorted(known)}")
-    return TrainConfig(**{k: _coerce(known[k], v) for k, v in values.items()})
+    return TrainConfig(**{k: _coerce(k, known[k], v) for k, v in values.items()})
 
 
-def load_config(path, overrides: Optional[Dict[str, Any]] = None) -> TrainConfig:
+def load_config(path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read a ``.json`` or ``.toml`` config file; ``overrides`` (e.g. from the CLI) win."""
     path = Path(path)
     if not path.is_file():

@@ -6,8 +6,8 @@ the end to at least one patch (edge values; labels padded with background).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence
 
 import numpy as np
 
@@ -26,7 +26,7 @@ class LabelledCase:
     case_id: str
     image: np.ndarray  # (2, X, Y, Z) float32
     label: np.ndarray  # (X, Y, Z) int64, classes outside the config's set -> 0
-    voxels: Dict[int, np.ndarray]
+    voxels: dict[int, np.ndarray]
 
 
 @dataclass
@@ -36,7 +36,7 @@ class UnlabelledCase:
     pet: Volume
     image: np.ndarray  # (2, X', Y', Z') float32, padded to at least one patch
     starts: np.ndarray  # (N, 3) fixed patch positions (embedding cache keys)
-    regions: Dict[int, np.ndarray] = field(default_factory=dict)  # position -> prompt network argmax
+    regions: dict[int, np.ndarray] = field(default_factory=dict)  # position -> prompt network argmax
 
     def patch(self, position: int, patch: Sequence[int]) -> np.ndarray:
         s = self.starts[position]
@@ -48,10 +48,10 @@ class UnlabelledCase:
 
 @dataclass
 class TrainingSet:
-    labelled: List[LabelledCase]
-    unlabelled: List[UnlabelledCase]
+    labelled: list[LabelledCase]
+    unlabelled: list[UnlabelledCase]
 
-    def describe(self) -> Dict[str, List[str]]:
+    def describe(self) -> dict[str, list[str]]:
         return {"labelled": [c.case_id for c in self.labelled], "unlabelled": [c.case_id for c in self.unlabelled]}
 
 

@@ -4,7 +4,6 @@ then frozen. It only places point prompts for the PET teacher (MUDUO_METHOD.md, 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
 
 import torch
 import torch.distributed as dist
@@ -18,7 +17,7 @@ FILE = "prompt_net.pt"
 
 
 def load_or_train_prompt_net(
-    labelled: List,
+    labelled: list,
     config: TrainConfig,
     out: Path,
     shard,

@@ -5,8 +5,8 @@ This is the "supervised only" baseline and the loop that measures the synthetic 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ class SupervisedSettings:
 
 
 def train_supervised(
-    cases: List[Case], settings: SupervisedSettings = SupervisedSettings(), progress: bool = True
+    cases: list[Case], settings: SupervisedSettings = SupervisedSettings(), progress: bool = True
 ) -> torch.nn.Module:
     """Train a student from scratch on ``cases`` (each with a label); returns it in eval mode."""
     if not cases or any(c.label is None for c in cases):
@@ -43,7 +43,7 @@ def train_supervised(
 
 def fit_supervised(
     net: torch.nn.Module,
-    data: List[Tuple[np.ndarray, np.ndarray]],
+    data: list[tuple[np.ndarray, np.ndarray]],
     settings: SupervisedSettings,
     progress: bool = True,
     desc: str = "supervised",

@@ -4,14 +4,14 @@ Training is SAM-Med3D-style interactive: per object, the first click lies in the
 click in the current error region, and the previous low-resolution logits are fed back as the mask
 prompt. ``mask_rounds`` more rounds per step give a mask prompt *alone* (no clicks), as MuDuo prompts
 the CT teacher with the student's softmax: the object's soft low-resolution mask, shifted, scaled
-and noised like an imperfect student's (:func:`imperfect_mask`). Crops follow the teacher's input contract (2 mm, 128^3 for the stand-ins); CT teachers see
-CT only, PET teachers PET only.
+and noised like an imperfect student's (:func:`imperfect_mask`). Crops follow the teacher's input
+contract (2 mm, 128^3 for the stand-ins); CT teachers see CT only, PET teachers PET only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -65,7 +65,7 @@ def sample_crop(
     contract: InputContract,
     rng: np.random.Generator,
     jitter_mm: float = 12.0,
-    voxels: Optional[Dict[int, np.ndarray]] = None,
+    voxels: dict[int, np.ndarray] | None = None,
 ):
     """A training crop around a random object: (normalised image (S, S, S), binary target, class id).
 
@@ -82,7 +82,7 @@ def sample_crop(
     return image, target, cls
 
 
-def _clicks_tensor(clicks: List[List[tuple]]):
+def _clicks_tensor(clicks: list[list[tuple]]):
     coords = torch.tensor([[c for c, _ in row] for row in clicks], dtype=torch.float32)
     labels = torch.tensor([[lab for _, lab in row] for row in clicks], dtype=torch.int64)
     return coords, labels
@@ -165,7 +165,7 @@ def evaluate_clicks(
     modality: str,
     n_clicks: Sequence[int] = (1, 3),
     progress: bool = True,
-) -> Dict[int, Dict[str, float]]:
+) -> dict[int, dict[str, float]]:
     """Zero-shot Dice per class after k clicks (deterministic clicks), on the full case grid.
 
     Each object (an organ, or one lesion) gets its own session: first click at the object's deepest
@@ -173,7 +173,7 @@ def evaluate_clicks(
     Returns ``{k: {class name: mean Dice over objects}}``.
     """
     pred = Sam3DPredictor(model, contract)
-    scores: Dict[int, Dict[str, List[float]]] = {k: {} for k in n_clicks}
+    scores: dict[int, dict[str, list[float]]] = {k: {} for k in n_clicks}
     for case in tqdm(cases, desc=f"evaluate {modality} teacher", unit="case", disable=not progress):
         vol = _image(case, modality)
         pred.set_image(vol.array, vol.affine, modality)

@@ -22,7 +22,6 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -62,7 +61,7 @@ def _atomic_save(path: Path, obj) -> None:
 class Trainer:
     """``Trainer(config).run()`` trains and returns the path of ``student.pt``."""
 
-    def __init__(self, config: TrainConfig, progress: bool = True, shard: Optional[Shard] = None):
+    def __init__(self, config: TrainConfig, progress: bool = True, shard: Shard | None = None):
         self.config = config
         self.out = Path(config.out)
         self.shard = shard or Shard()
@@ -71,9 +70,9 @@ class Trainer:
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)  # the initial weights are part of the seeded run (built on the CPU)
         self.net = build_student(config.student).to(self.device)
-        self.ema: Optional[torch.nn.Module] = None
-        self.banks: Dict[str, Optional[TeacherBank]] = {"ct": None, "pet": None}
-        self.prompt_net: Optional[torch.nn.Module] = None
+        self.ema: torch.nn.Module | None = None
+        self.banks: dict[str, TeacherBank | None] = {"ct": None, "pet": None}
+        self.prompt_net: torch.nn.Module | None = None
         self.iteration = 0
 
     # ---- set-up ----------------------------------------------------------------------------------
@@ -177,7 +176,7 @@ class Trainer:
                 case.regions[pos] = self.prompt_net(x).argmax(1)[0].cpu().numpy().astype(np.uint8)
         return case.regions[pos]
 
-    def step(self, data: TrainingSet) -> Dict[str, float]:
+    def step(self, data: TrainingSet) -> dict[str, float]:
         c, shard = self.config, self.shard
         lab, unl, alphas = self._draw(data)
         lab, unl_local = lab[shard.take(len(lab))], unl[shard.take(len(unl))] if unl else []
@@ -251,7 +250,7 @@ class Trainer:
             **self.teacher_calls(),
         }
 
-    def teacher_calls(self) -> Dict[str, int]:
+    def teacher_calls(self) -> dict[str, int]:
         out = {}
         for name, bank in self.banks.items():
             if bank is not None:
@@ -260,7 +259,7 @@ class Trainer:
         return out
 
     # ---- the run ---------------------------------------------------------------------------------
-    def run(self, resume: bool = False, data: Optional[TrainingSet] = None, stop_after: Optional[int] = None) -> Path:
+    def run(self, resume: bool = False, data: TrainingSet | None = None, stop_after: int | None = None) -> Path:
         """Train to ``config.iterations`` (or stop after ``stop_after`` iterations, leaving a resumable
         checkpoint); returns the student checkpoint's path."""
         c = self.config
@@ -279,7 +278,7 @@ class Trainer:
             self._restore()
         started = time.perf_counter()
         bar = tqdm(total=c.iterations, initial=self.iteration, desc=c.method, unit="it", disable=not self.progress)
-        log: List[dict] = []
+        log: list[dict] = []
         end = c.iterations if stop_after is None else min(stop_after, c.iterations)
         while self.iteration < end:
             rec = self.step(data)
@@ -308,7 +307,7 @@ class Trainer:
         if not torch.all(sums == sums[0]):
             raise RuntimeError(f"replicas diverged: parameter checksums {sums.tolist()}")
 
-    def _checkpoint(self, data: TrainingSet, log: List[dict], seconds: float) -> None:
+    def _checkpoint(self, data: TrainingSet, log: list[dict], seconds: float) -> None:
         if self.shard.rank != 0:
             return
         with open(self.out / "log.jsonl", "a") as fh:

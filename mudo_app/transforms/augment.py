@@ -8,7 +8,6 @@ compare an augmented student with teachers that work in the un-augmented frame.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple
 
 import numpy as np
 import torch
@@ -16,11 +15,11 @@ import torch
 
 @dataclass(frozen=True)
 class FlipRot:
-    flips: Tuple[bool, bool, bool] = (False, False, False)
+    flips: tuple[bool, bool, bool] = (False, False, False)
     quarter_turns: int = 0  # rot90 in the (i, j) plane
 
     @staticmethod
-    def draw(rng: np.random.Generator, square_axial: bool = True) -> "FlipRot":
+    def draw(rng: np.random.Generator, square_axial: bool = True) -> FlipRot:
         """A random transform; rotation only when the patch's i and j sides are equal."""
         flips = tuple(bool(f) for f in rng.random(3) < 0.5)
         turns = int(rng.integers(4))

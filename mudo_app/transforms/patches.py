@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 
 
-def pad_to(image: np.ndarray, label: np.ndarray, size: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
+def pad_to(image: np.ndarray, label: np.ndarray, size: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """Pad (C, X, Y, Z) image and (X, Y, Z) label at the end so every side is at least ``size``."""
     pad = [(0, max(0, s - d)) for s, d in zip(size, label.shape)]
     if any(p[1] for p in pad):
@@ -16,7 +16,7 @@ def pad_to(image: np.ndarray, label: np.ndarray, size: Sequence[int]) -> Tuple[n
     return image, label
 
 
-def class_voxels(label: np.ndarray) -> Dict[int, np.ndarray]:
+def class_voxels(label: np.ndarray) -> dict[int, np.ndarray]:
     """Voxel indices (N, 3) of each non-zero class present, ascending by class: compute once per case."""
     return {int(c): np.argwhere(label == c) for c in np.unique(label) if c != 0}
 
@@ -27,8 +27,8 @@ def random_patch(
     size: Sequence[int],
     rng: np.random.Generator,
     foreground_prob: float = 0.33,
-    voxels: Optional[Dict[int, np.ndarray]] = None,
-) -> Tuple[np.ndarray, np.ndarray]:
+    voxels: dict[int, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """One patch of ``size``: with ``foreground_prob`` centred on a random voxel of a random present class.
 
     ``voxels``: :func:`class_voxels` of ``label``, precomputed so that no patch rescans the volume.

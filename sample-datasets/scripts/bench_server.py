@@ -146,8 +146,9 @@ def main() -> int:
         clicks = {}
         for model in ("sam_med3d_ct", "seganypet_pet"):
             click = {"foreground": [[60, 40, 120]], "background": []}
-            t0, (_, p0) = _timed(lambda: client.infer(model, "syn006", click), 1)
-            cached, (_, p1) = _timed(lambda: client.infer(model, "syn006", {**click, "background": [[62, 40, 118]]}), 5)
+            t0, (_, p0) = _timed(lambda m=model, c=click: client.infer(m, "syn006", c), 1)
+            again = {**click, "background": [[62, 40, 118]]}
+            cached, (_, p1) = _timed(lambda m=model, c=again: client.infer(m, "syn006", c), 5)
             clicks[model] = {
                 "first_click_s": round(t0[0], 3),
                 "cached_click_median_s": round(statistics.median(cached), 3),

@@ -20,8 +20,8 @@ import torch
 from mudo_app.bench.machine import describe
 from mudo_app.evaluation.metrics import dice_per_class
 from mudo_app.labels import ID_TO_NAME, LABEL_IDS
-from mudo_app.synth import generate_cases
 from mudo_app.predict import predict_arrays
+from mudo_app.synth import generate_cases
 from mudo_app.train.supervised import SupervisedSettings, train_supervised
 from mudo_app.transforms.intensity import StudentInput
 

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from mudo_app.io.datastore import Case
-from mudo_app.synth import PhantomSettings, case_rng, generate_case
 from mudo_app.predict import predict_arrays
+from mudo_app.synth import PhantomSettings, case_rng, generate_case
 from mudo_app.train.supervised import SupervisedSettings, train_supervised
 from mudo_app.transforms.intensity import StudentInput
 from mudo_app.transforms.patches import random_patch

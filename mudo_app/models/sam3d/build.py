@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -28,7 +27,7 @@ class Sam3DConfig:
     depth: int = 12
     num_heads: int = 12
     window_size: int = 14
-    global_attn_indexes: Tuple[int, ...] = (2, 5, 8, 11)
+    global_attn_indexes: tuple[int, ...] = (2, 5, 8, 11)
     out_chans: int = 384
     decoder_heads: int = 8
     decoder_mlp_dim: int = 2048
@@ -36,7 +35,7 @@ class Sam3DConfig:
     mask_in_chans: int = 16
 
 
-SAM3D_CONFIGS: Dict[str, Sam3DConfig] = {
+SAM3D_CONFIGS: dict[str, Sam3DConfig] = {
     # SAM-Med3D(-turbo) and SegAnyPET: 100.5 M parameters
     "vit_b_ori": Sam3DConfig(),
     # the project's stand-in teachers: same modules and input contract, 4 blocks of 192-d, 96-d prompts
@@ -78,14 +77,14 @@ class Sam3D(nn.Module):
         )
 
     def decode(
-        self, embedding: torch.Tensor, points=None, mask: Optional[torch.Tensor] = None, multimask_output: bool = False
+        self, embedding: torch.Tensor, points=None, mask: torch.Tensor | None = None, multimask_output: bool = False
     ):
         """Prompts -> (low-res logits, IoU). ``points`` = (coords (B, N, 3), labels (B, N)) or None."""
         sparse, dense = self.prompt_encoder(points=points, masks=mask)
         return self.mask_decoder(embedding, self.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output)
 
 
-def build_sam3d(name: str = "vit_b_ori", checkpoint: Optional[Union[str, os.PathLike]] = None) -> Sam3D:
+def build_sam3d(name: str = "vit_b_ori", checkpoint: str | os.PathLike | None = None) -> Sam3D:
     """Build a registered 3D SAM in eval mode, loading ``checkpoint`` strictly when given."""
     if name not in SAM3D_CONFIGS:
         raise InputError(f"unknown 3D SAM configuration {name!r}; choose one of {sorted(SAM3D_CONFIGS)}")

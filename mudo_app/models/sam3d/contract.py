@@ -9,7 +9,6 @@ tensor index ``(D, H, W)`` the model sees, and point prompts are given in that o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -32,7 +31,7 @@ class InputContract:
     modality: str  # "CT" or "PET"
     spacing_mm: float = 1.5
     crop: int = 128
-    clip: Optional[Tuple[float, float]] = None
+    clip: tuple[float, float] | None = None
     fill: float = 0.0
 
     def normalise(self, crop: np.ndarray) -> np.ndarray:

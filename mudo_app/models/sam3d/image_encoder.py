@@ -10,7 +10,7 @@ term, which is not the textbook decomposed form (see ``relative_position_bias``)
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -33,7 +33,7 @@ def rel_pos_table(size: int, table: torch.Tensor) -> torch.Tensor:
     return rel_pos_rows(table, size, size)
 
 
-def relative_position_bias(q: torch.Tensor, tables: Sequence[torch.Tensor], grid: Tuple[int, int, int]) -> torch.Tensor:
+def relative_position_bias(q: torch.Tensor, tables: Sequence[torch.Tensor], grid: tuple[int, int, int]) -> torch.Tensor:
     """Bias (N, S^3, S^3) added to attention logits, exactly as the published 3-D encoder computes it.
 
     ``q``: unscaled queries (N, S^3, c) in (d, h, w) token order; ``tables``: rel_pos_d, _h, _w of shape

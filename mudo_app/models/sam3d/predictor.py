@@ -13,8 +13,8 @@ order). Results (``probability``, ``mask``) are on exactly that volume's grid.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -45,9 +45,9 @@ class Sam3DPredictor:
         self.contract = contract
         self.device = device
         self.cache_size = cache_size
-        self._volume: Optional[Volume] = None
-        self._cache: "OrderedDict[tuple, tuple]" = OrderedDict()  # crop key -> (CropGrid, embedding)
-        self._crop_key: Optional[tuple] = None
+        self._volume: Volume | None = None
+        self._cache: OrderedDict[tuple, tuple] = OrderedDict()  # crop key -> (CropGrid, embedding)
+        self._crop_key: tuple | None = None
         self.encoder_calls = 0
 
     # ---- image ---------------------------------------------------------------------------------
@@ -115,7 +115,7 @@ class Sam3DPredictor:
         self,
         points: Sequence[Sequence[float]] = (),
         labels: Sequence[int] = (),
-        mask_input: Optional[torch.Tensor] = None,
+        mask_input: torch.Tensor | None = None,
         multimask_output: bool = False,
     ) -> Prediction:
         """Segment from clicks (voxel indices of the input volume) and/or a low-res mask of the current crop.

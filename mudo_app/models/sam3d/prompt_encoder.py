@@ -8,7 +8,6 @@ low-resolution logits (B, 1, 4e, 4e, 4e) with e the embedding grid side (32^3 fo
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -28,7 +27,7 @@ class RandomFourierPE3D(nn.Module):
         u = 2 * math.pi * ((2 * coords - 1) @ self.positional_encoding_gaussian_matrix)
         return torch.cat([torch.sin(u), torch.cos(u), torch.sin(u)], dim=-1)
 
-    def grid(self, size: Tuple[int, int, int]) -> torch.Tensor:
+    def grid(self, size: tuple[int, int, int]) -> torch.Tensor:
         """Dense encoding (C, d, h, w) of a grid; at index (a0, a1, a2) the coordinates are
         ((a1 + .5)/h, (a0 + .5)/d, (a2 + .5)/w): the first two axes swapped, as published."""
         d, h, w = size
@@ -39,7 +38,7 @@ class RandomFourierPE3D(nn.Module):
         g0, g1, g2 = torch.meshgrid(a0, a1, a2, indexing="ij")
         return self.encode(torch.stack([g1, g0, g2], dim=-1)).permute(3, 0, 1, 2)
 
-    def points(self, coords: torch.Tensor, size: Tuple[int, int, int]) -> torch.Tensor:
+    def points(self, coords: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
         """Encode coordinates already in voxel units of a ``size`` crop (divided per axis here)."""
         scale = torch.tensor(size, dtype=coords.dtype, device=coords.device)
         return self.encode(coords / scale)
@@ -49,8 +48,8 @@ class PromptEncoder3D(nn.Module):
     def __init__(
         self,
         embed_dim: int = 384,
-        image_embedding_size: Tuple[int, int, int] = (8, 8, 8),
-        input_image_size: Tuple[int, int, int] = (128, 128, 128),
+        image_embedding_size: tuple[int, int, int] = (8, 8, 8),
+        input_image_size: tuple[int, int, int] = (128, 128, 128),
         mask_in_chans: int = 16,
     ):
         super().__init__()
@@ -74,7 +73,7 @@ class PromptEncoder3D(nn.Module):
         self.no_mask_embed = nn.Embedding(1, embed_dim)
 
     @property
-    def mask_input_size(self) -> Tuple[int, int, int]:
+    def mask_input_size(self) -> tuple[int, int, int]:
         return tuple(4 * s for s in self.image_embedding_size)  # type: ignore[return-value]
 
     def get_dense_pe(self) -> torch.Tensor:
@@ -93,8 +92,8 @@ class PromptEncoder3D(nn.Module):
         return emb
 
     def forward(
-        self, points: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, masks: Optional[torch.Tensor] = None
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        self, points: tuple[torch.Tensor, torch.Tensor] | None = None, masks: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (sparse (B, N, C), dense (B, C, d, h, w)) embeddings. Box prompts are not supported."""
         if points is not None:
             bs = points[0].shape[0]
