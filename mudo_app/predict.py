@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 from monai.data.utils import compute_importance_map
 
 from mudo_app.io.volume import Volume, ct_on_pet_grid
+from mudo_app.runtime.devices import resolve_precision
 from mudo_app.transforms.intensity import StudentInput
 
 
@@ -28,29 +28,6 @@ def window_starts(size: int, roi: int, overlap: float) -> list[int]:
     step = max(1, int(roi * (1 - overlap)))
     n = int(np.ceil((size - roi) / step)) + 1
     return sorted(set(int(round(v)) for v in np.linspace(0, size - roi, n)))
-
-
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def cpu_has_bf16() -> bool:
-    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX): there bf16 convolutions are ~3.5x faster."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def resolve_precision(precision: str, device: torch.device = torch.device("cpu")) -> str:
-    """``auto`` -> ``bf16`` where ``device`` computes bf16 natively (a bf16-capable GPU, or a CPU with
-    AVX512-BF16 / AMX), else ``fp32``."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "auto":
-        native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16()
-        return "bf16" if native else "fp32"
-    return precision
 
 
 @torch.no_grad()

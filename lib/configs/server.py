@@ -17,6 +17,7 @@ from mudo_app.io.volume import Volume
 from mudo_app.models.checkpoint import DEMO_STUDENT, load_student, training_patch
 from mudo_app.models.teachers import Teacher, load_teacher
 from mudo_app.predict import predict_volume
+from mudo_app.runtime.choices import PRECISIONS
 
 # --conf keys MONAI Label itself (or its sample apps) use; passed through untouched
 MONAI_LABEL_KEYS = {
@@ -71,8 +72,8 @@ class ServerConfig:
         if iterations < 1:
             raise InputError(f"--conf train_iterations must be at least 1, got {iterations}")
         precision = conf.get("precision", "auto")
-        if precision not in ("auto", "fp32", "bf16"):
-            raise InputError(f"--conf precision must be auto, fp32 or bf16, got {precision!r}")
+        if precision not in PRECISIONS:
+            raise InputError(f"--conf precision must be one of {PRECISIONS}, got {precision!r}")
         return ServerConfig(
             model_dir=path("model_dir") or Path(app_dir) / "model",
             student=path("student") or DEMO_STUDENT,

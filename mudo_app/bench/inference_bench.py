@@ -27,7 +27,8 @@ def _one(shape, model_path: str, precision: str, threads: int) -> dict:
 
     from mudo_app.models.checkpoint import load_student, training_patch
     from mudo_app.models.student import build_student
-    from mudo_app.predict import predict_arrays, resolve_precision
+    from mudo_app.predict import predict_arrays
+    from mudo_app.runtime.devices import resolve_precision
     from mudo_app.transforms.intensity import StudentInput
 
     torch.set_num_threads(threads)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from mudo_app.errors import InputError
+from mudo_app.runtime.choices import DEVICES, PRECISIONS
 
 
 def register(sub) -> None:
@@ -30,13 +31,13 @@ def register(sub) -> None:
     p.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap fraction")
     p.add_argument(
         "--precision",
-        choices=("auto", "fp32", "bf16"),
+        choices=PRECISIONS,
         default="auto",
         help="auto: bf16 on GPUs and CPUs with native bf16 (AVX512-BF16/AMX), else fp32",
     )
     p.add_argument(
         "--device",
-        choices=("auto", "cpu", "cuda"),
+        choices=DEVICES,
         default="auto",
         help="where the network runs (auto: a GPU when PyTorch sees one)",
     )
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from mudo_app.io.volume import load_volume, save_volume
     from mudo_app.models.checkpoint import DEMO_STUDENT, load_student, training_patch
     from mudo_app.predict import predict_volume
-    from mudo_app.train.distributed import resolve_device
+    from mudo_app.runtime.devices import resolve_device
 
     if not str(args.out).endswith((".nii.gz", ".nii")):
         raise InputError(f"--out must end in .nii.gz or .nii, got {args.out}")

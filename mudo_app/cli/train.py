@@ -41,8 +41,9 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mudo_app.runtime.devices import resolve_device
+    from mudo_app.runtime.distributed import shard_from_env, shutdown
     from mudo_app.train.config import load_config
-    from mudo_app.train.distributed import resolve_device, shard_from_env, shutdown
     from mudo_app.train.trainer import Trainer
 
     config = load_config(args.config, dict(args.overrides))

@@ -12,7 +12,7 @@ import numpy as np
 
 from mudo_app.labels import ID_TO_NAME
 from mudo_app.models.sam3d import Sam3DPredictor
-from mudo_app.train.clicks import first_click
+from mudo_app.prompts.clicks import first_click
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:

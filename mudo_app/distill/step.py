@@ -13,33 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from mudo_app.distill.consensus import ConsensusSettings, fuse, point_prompts, select, soft_dice, soft_iou
 from mudo_app.distill.teacher_bank import TeacherBank
 from mudo_app.io.volume import Volume
-
-
-@dataclass(frozen=True)
-class Shard:
-    """This process's part of a global batch of n samples: the block ``[rank * n / world, (rank + 1) * n / world)``."""
-
-    rank: int = 0
-    world: int = 1
-
-    def take(self, n: int) -> slice:
-        if n % self.world:
-            raise ValueError(f"a global batch of {n} cannot be split over {self.world} processes")
-        per = n // self.world
-        return slice(self.rank * per, (self.rank + 1) * per)
-
-    def gather(self, local: torch.Tensor) -> torch.Tensor:
-        """Concatenate every rank's ``local`` along dim 0, in rank order."""
-        if self.world == 1:
-            return local
-        parts = [torch.empty_like(local) for _ in range(self.world)]
-        dist.all_gather(parts, local.contiguous())
-        return torch.cat(parts)
+from mudo_app.runtime.distributed import Shard
 
 
 @dataclass

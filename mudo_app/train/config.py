@@ -19,12 +19,12 @@ from mudo_app.distill.consensus import FILTERS, TEACHERS, ConsensusSettings
 from mudo_app.errors import InputError
 from mudo_app.labels import LESION, NUM_CLASSES
 from mudo_app.models.student import STUDENTS
+from mudo_app.runtime.choices import DEVICES
 
 METHODS = ("supervised", "mean_teacher", "muduo", "fully_supervised")
 CLASS_SETS = {"all": tuple(range(1, NUM_CLASSES)), "organs": tuple(range(1, LESION)), "lesion": (LESION,)}
 OPTIMISERS = ("adamw", "sgd")
 AUGMENTATIONS = ("none", "flip_rot")
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from mudo_app.io.datastore import Case
 from mudo_app.io.volume import Volume, resample_to_grid
 from mudo_app.labels import ID_TO_NAME, LABEL_IDS, LESION
 from mudo_app.models.sam3d import CropGrid, InputContract, Sam3D, Sam3DPredictor, build_sam3d
-from mudo_app.train.clicks import first_click, next_click
+from mudo_app.prompts.clicks import first_click, next_click
 from mudo_app.transforms.patches import class_voxels
 
 

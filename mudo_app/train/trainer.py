@@ -30,16 +30,17 @@ from monai.losses import DiceCELoss
 from tqdm.auto import tqdm
 
 from mudo_app.distill.consensus import consistency_weight
-from mudo_app.distill.step import Shard, UnlabelledPatch, muduo_consistency
+from mudo_app.distill.step import UnlabelledPatch, muduo_consistency
 from mudo_app.distill.teacher_bank import TeacherBank
 from mudo_app.errors import InputError
 from mudo_app.models.checkpoint import load_student, save_student
 from mudo_app.models.loading import read_checkpoint
 from mudo_app.models.student import build_student
 from mudo_app.models.teachers import load_teacher
+from mudo_app.runtime.devices import resolve_device
+from mudo_app.runtime.distributed import Shard
 from mudo_app.train.config import TrainConfig, config_from_dict
 from mudo_app.train.data import TrainingSet, load_training_set
-from mudo_app.train.distributed import resolve_device
 from mudo_app.train.prompt_net import load_or_train_prompt_net
 from mudo_app.transforms.augment import FlipRot
 from mudo_app.transforms.intensity import StudentInput

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mudo_app.models.sam3d import fast_window
+from mudo_app.models.sam3d import fast_window, image_encoder
 from mudo_app.models.sam3d.image_encoder import Block3D, ImageEncoderViT3D
 
 
@@ -49,7 +49,7 @@ def _forbid_fast(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("fast path used")
 
-    monkeypatch.setattr(fast_window, "padded_window_attention", boom)
+    monkeypatch.setattr(image_encoder, "padded_window_attention", boom)
 
 
 def test_multi_window_grid_uses_the_padded_path(monkeypatch):
@@ -76,7 +76,7 @@ def test_fast_path_is_used_for_one_window(monkeypatch):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(fast_window, "padded_window_attention", spy)
+    monkeypatch.setattr(image_encoder, "padded_window_attention", spy)
     blk = Block3D(32, 2, 2.0, 14, 8)
     with torch.no_grad():
         blk(torch.randn(1, 8, 8, 8, 32))

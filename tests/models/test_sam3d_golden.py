@@ -89,11 +89,12 @@ def test_decoder_outputs_match_golden(golden_model, embedding, golden, dw, case,
 def test_textbook_relative_position_would_fail_the_golden_test(golden_model, golden, dw):
     """The conformance test tells the published rel-pos term from the textbook one."""
     from mudo_app.models.sam3d import image_encoder as enc
+    from mudo_app.models.sam3d.rel_pos import rel_pos_table
 
     def textbook(q, tables, grid):
         d, h, w = grid
         n, _, c = q.shape
-        rd, rh, rw = (enc.rel_pos_table(s, t) for s, t in zip(grid, tables))
+        rd, rh, rw = (rel_pos_table(s, t) for s, t in zip(grid, tables))
         rq = q.reshape(n, d, h, w, c)
         bd = torch.einsum("nabec,akc->nabek", rq, rd)
         bh = torch.einsum("nabec,bkc->nabek", rq, rh)

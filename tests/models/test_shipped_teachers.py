@@ -7,8 +7,8 @@ import pytest
 
 from mudo_app.models.sam3d import Sam3DPredictor
 from mudo_app.models.teachers import STANDIN_DIR, load_teacher
+from mudo_app.prompts.clicks import first_click
 from mudo_app.synth import generate_cases
-from mudo_app.train.clicks import first_click
 
 
 @pytest.mark.parametrize("modality", ["CT", "PET"])

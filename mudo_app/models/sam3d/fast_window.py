@@ -3,7 +3,7 @@
 When a block's window (S) is larger than its cubic token grid (G), the published encoder pads the
 grid with zeros to S^3 tokens and attends over all of them. A padded token is a zero vector after
 ``norm1``, so its query, key and value are the biases ``b_q``, ``b_k``, ``b_v``. With the published
-relative-position term (see :func:`image_encoder.relative_position_bias`) the total softmax weight of
+relative-position term (see :func:`rel_pos.relative_position_bias`) the total softmax weight of
 all padded keys for a real query i at (qd, qh, qw) has a closed form:
 
     exp(scale q_i·b_k) · Σ_kw exp(A(kw)) · Σ_{(kd,kh) padded given kw} exp(B(kd,kw)) exp(C(kh,kw))
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from mudo_app.models.sam3d.image_encoder import rel_pos_rows, relative_position_bias
+from mudo_app.models.sam3d.rel_pos import rel_pos_rows, relative_position_bias
 
 
 def padded_window_attention(

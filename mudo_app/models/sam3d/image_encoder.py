@@ -5,7 +5,7 @@ Input (B, 1, D, H, W) with D = H = W = ``img_size`` (128), already normalised. T
 
 Windowed blocks zero-pad the token grid to a multiple of the window after ``norm1`` and attend within
 windows; global blocks attend over the whole grid. Attention adds the *published* relative-position
-term, which is not the textbook decomposed form (see ``relative_position_bias``).
+term, which is not the textbook decomposed form (see :mod:`mudo_app.models.sam3d.rel_pos`).
 """
 
 from __future__ import annotations
@@ -17,48 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mudo_app.models.sam3d.common import LayerNorm3d, MLPBlock
-
-
-def rel_pos_rows(table: torch.Tensor, n_q: int, n_k: int) -> torch.Tensor:
-    """(n_q, n_k, C) rows ``table[a - b + S - 1]`` of a (2S-1, C) table, for positions a < n_q, b < n_k."""
-    offset = (table.shape[0] - 1) // 2
-    idx = torch.arange(n_q)[:, None] - torch.arange(n_k)[None, :] + offset
-    return table[idx.to(table.device)]
-
-
-def rel_pos_table(size: int, table: torch.Tensor) -> torch.Tensor:
-    """(size, size, C) table ``R[a, b] = table[a - b + size - 1]`` for query/key positions a, b."""
-    if table.shape[0] != 2 * size - 1:
-        raise ValueError(f"relative-position table has {table.shape[0]} rows, expected {2 * size - 1}")
-    return rel_pos_rows(table, size, size)
-
-
-def relative_position_bias(q: torch.Tensor, tables: Sequence[torch.Tensor], grid: tuple[int, int, int]) -> torch.Tensor:
-    """Bias (N, S^3, S^3) added to attention logits, exactly as the published 3-D encoder computes it.
-
-    ``q``: unscaled queries (N, S^3, c) in (d, h, w) token order; ``tables``: rel_pos_d, _h, _w of shape
-    (2S-1, c). For query (qd, qh, qw) and key (kd, kh, kw) the bias is::
-
-        q(qd,qh,qw)·P_d[qd-kw] + q(qd,qh,kd)·P_h[qh-kw] + q(qd,qh,kh)·P_w[kh-kw]
-
-    (a 2-D broadcasting pattern carried into 3-D; it needs a cubic grid).
-    """
-    d, h, w = grid
-    if not d == h == w:
-        raise ValueError(f"the published relative-position term needs a cubic token grid, got {grid}")
-    n, _, c = q.shape
-    rd, rh, rw = (rel_pos_table(d, t) for t in tables)
-    rq = q.reshape(n, d, h, w, c)
-    # t_x[n, a, b, e, k]: query vector at (a, b, e) against table row (index-of-axis - k)
-    t_d = torch.einsum("nabec,akc->nabek", rq, rd)  # q(qd,qh,qw)·P_d[qd-k]
-    t_h = torch.einsum("nabec,bkc->nabek", rq, rh)  # q(qd,qh,e)·P_h[qh-k]
-    t_w = torch.einsum("nabec,ekc->nabek", rq, rw)  # q(qd,qh,e)·P_w[e-k]
-    bias = (
-        t_d[:, :, :, :, None, None, :]  # (n, qd, qh, qw, 1, 1, kw)
-        + t_h[:, :, :, None, :, None, :]  # e -> kd
-        + t_w[:, :, :, None, None, :, :]  # e -> kh
-    )
-    return bias.reshape(n, d * h * w, d * h * w)
+from mudo_app.models.sam3d.fast_window import padded_window_attention
+from mudo_app.models.sam3d.rel_pos import relative_position_bias
 
 
 class Attention3D(nn.Module):
@@ -87,8 +47,6 @@ class Attention3D(nn.Module):
         q, k, v = qkv.reshape(3, b * self.num_heads, t, self.head_dim).unbind(0)
         tables = (self.rel_pos_d, self.rel_pos_h, self.rel_pos_w)
         if padded_window:
-            from mudo_app.models.sam3d.fast_window import padded_window_attention
-
             bq, bk, bv = self.qkv.bias.reshape(3, self.num_heads, self.head_dim).repeat(1, b, 1).unbind(0)
             out = padded_window_attention(q, k, v, bq, bk, bv, tables, d, padded_window, self.scale)
         else:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mudo_app.train.clicks import first_click, next_click
+from mudo_app.prompts.clicks import first_click, next_click
 
 
 def _ball(shape, centre, r):

@@ -10,7 +10,8 @@ import torch
 
 from mudo_app.cli import main
 from mudo_app.errors import InputError
-from mudo_app.train.distributed import launched_by_torchrun, resolve_device, shard_from_env
+from mudo_app.runtime.devices import resolve_device
+from mudo_app.runtime.distributed import launched_by_torchrun, shard_from_env
 
 NO_GPU = not torch.cuda.is_available()
 

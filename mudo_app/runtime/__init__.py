@@ -1,0 +1,1 @@
+"""Where and how computation runs: device and precision choices, process groups (below training and inference)."""
