@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from typing import Any
 
 from monailabel.config import settings
@@ -29,6 +28,7 @@ from lib.infers.seganypet_pet import SegAnyPETInfer
 from lib.trainers.muduo import MuDuoTrainTask
 from mudo_app import __version__
 from mudo_app.labels import LABELS, label_names
+from mudo_app.models.checkpoint import publish_student
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +54,7 @@ class MuDuoApp(MONAILabelApp):
         conf = self.server_config
         conf.model_dir.mkdir(parents=True, exist_ok=True)
         if not conf.published_student.is_file() and conf.student.is_file():
-            tmp = conf.published_student.with_name(".tmp-initial.pt")
-            shutil.copyfile(conf.student, tmp)
-            os.replace(tmp, conf.published_student)
+            publish_student(conf.student, conf.published_student)
             logger.info(f"serving the initial student {conf.student}")
 
     # ---- tasks -------------------------------------------------------------------------------------

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,8 @@ from monailabel.interfaces.tasks.train import TrainTask
 from lib.configs.muduo_train import train_config
 from lib.configs.server import Resources
 from mudo_app.errors import InputError
+from mudo_app.io.atomic import atomic_write
+from mudo_app.models.checkpoint import publish_student
 
 logger = logging.getLogger(__name__)
 
@@ -98,15 +98,11 @@ class MuDuoTrainTask(TrainTask):
             "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
             "warm_start": config.init_from is not None,
         }
-        tmp = conf.model_dir / ".tmp-train_stats.json"
-        tmp.write_text(json.dumps(stats, indent=2))
-        os.replace(tmp, conf.model_dir / "train_stats.json")
+        with atomic_write(conf.model_dir / "train_stats.json") as tmp:
+            tmp.write_text(json.dumps(stats, indent=2))
         print(f"MuDuo training done: published {conf.published_student}", flush=True)
         return stats
 
     def publish(self, student: Path) -> None:
-        """Copy ``student`` next to the served file, then rename it over the served file (atomic)."""
-        target = self.resources.config.published_student
-        tmp = target.with_name(f".tmp-{target.name}")
-        shutil.copyfile(student, tmp)
-        os.replace(tmp, target)
+        """Serve ``student`` from now on (checked, then renamed over the served file: atomic)."""
+        publish_student(student, self.resources.config.published_student)

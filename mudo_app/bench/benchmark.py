@@ -9,7 +9,6 @@ iteration: no selection, test labels are only read for scoring. The PET is synth
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -19,6 +18,7 @@ import numpy as np
 
 from mudo_app.bench.machine import describe
 from mudo_app.evaluation.report import evaluate_labels, summarise
+from mudo_app.io.atomic import atomic_write
 from mudo_app.models.checkpoint import load_student, training_patch
 from mudo_app.predict import predict_arrays
 from mudo_app.synth import PhantomSettings
@@ -146,9 +146,8 @@ def _train_once(cfg, run: Path, progress: bool) -> float | None:
         t0 = time.perf_counter()
         Trainer(cfg, progress=progress).run(resume=resumed)
         seconds = round(time.perf_counter() - t0, 1)
-        tmp = run / ".tmp-timing.json"
-        tmp.write_text(json.dumps({"train_seconds": seconds, "resumed": resumed}))
-        os.replace(tmp, timing)
+        with atomic_write(timing) as tmp:
+            tmp.write_text(json.dumps({"train_seconds": seconds, "resumed": resumed}))
     return json.loads(timing.read_text())["train_seconds"] if timing.is_file() else None
 
 
@@ -247,8 +246,10 @@ def write_outputs(result: dict, out: Path) -> None:
     from mudo_app.evaluation.plots import _pyplot
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "benchmark.json").write_text(json.dumps(result, indent=2))
-    (out / "benchmark.md").write_text(markdown(result))
+    with atomic_write(out / "benchmark.json") as tmp:
+        tmp.write_text(json.dumps(result, indent=2))
+    with atomic_write(out / "benchmark.md") as tmp:
+        tmp.write_text(markdown(result))
     plt = _pyplot()
     names = list(result["methods"])
     fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(names) + 1), 4))
@@ -259,7 +260,8 @@ def write_outputs(result: dict, out: Path) -> None:
     ax.set_ylabel("mean Dice over 13 classes (%)")
     ax.set_title(f"MuDuo benchmark, {result['preset']['name']} preset (synthetic PET/CT)")
     fig.tight_layout()
-    fig.savefig(out / "benchmark_dice.png", dpi=100)
+    with atomic_write(out / "benchmark_dice.png") as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
 

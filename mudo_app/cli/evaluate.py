@@ -7,6 +7,8 @@ import json
 import math
 from pathlib import Path
 
+from mudo_app.io.atomic import atomic_write
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -65,8 +67,6 @@ def run(args: argparse.Namespace) -> int:
             overlay(case, g, p, args.plots / f"overlay_{case}.png", image)
         print(f"plots written to {args.plots}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_name(f".tmp-{args.json.name}")
-        tmp.write_text(json.dumps(_clean(result), indent=2))
-        tmp.replace(args.json)
+        with atomic_write(args.json) as tmp:
+            tmp.write_text(json.dumps(_clean(result), indent=2))
     return 0

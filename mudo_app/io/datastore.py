@@ -16,10 +16,8 @@ Writes are atomic per file, and a case's CT (which makes the case visible) is pu
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from mudo_app.errors import InputError
+from mudo_app.io.atomic import atomic_write
 from mudo_app.io.volume import PathLike, Volume, case_name, load_volume, on_grid, read_grid, same_grid, save_volume
 from mudo_app.labels import check_label_values
 
@@ -149,7 +148,8 @@ class PetCtDatastore:
             if ground_truth is not None:
                 save_volume(ground_truth, self.ground_truth_path(case_id), dtype=np.uint8)
             if meta is not None:
-                _write_text_atomic(self.meta_path(case_id), json.dumps(meta, indent=2, sort_keys=True))
+                with atomic_write(self.meta_path(case_id)) as tmp:
+                    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
             if label is not None:
                 self.save_label(case_id, label, _check_exists=False)
             ct_dtype = np.int16 if np.issubdtype(ct.array.dtype, np.integer) else np.float32
@@ -182,17 +182,6 @@ class PetCtDatastore:
         hist = self.history_dir(case_id) / f"{stamp}_{tag}.nii.gz"
         save_volume(label, hist, dtype=np.uint8)
         final = self.label_path(case_id, tag)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".nii.gz", dir=final.parent)
-        os.close(fd)
-        shutil.copyfile(hist, tmp)
-        os.replace(tmp, final)
+        with atomic_write(final) as tmp:
+            shutil.copyfile(hist, tmp)
         return final
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)

@@ -9,7 +9,6 @@ exact target grid (shape + affine).
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from mudo_app.errors import InputError
+from mudo_app.io.atomic import atomic_write
 
 PathLike = str | os.PathLike[str]
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -138,18 +138,11 @@ def save_volume(volume: Volume, path: PathLike, dtype=None) -> Path:
     img.set_qform(volume.affine, code=1)
     img.set_sform(volume.affine, code=1)
     suffix = ".nrrd" if path.suffix == ".nrrd" else ".nii.gz" if path.name.endswith(".gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_write(path, suffix) as tmp:
         if suffix == ".nrrd":
-            _write_nrrd(array, volume.affine, tmp)
+            _write_nrrd(array, volume.affine, str(tmp))
         else:
             nib.save(img, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 

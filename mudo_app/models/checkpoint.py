@@ -13,11 +13,13 @@ A checkpoint is a dict saved with ``torch.save`` and read with ``weights_only=Tr
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import torch
 
 from mudo_app.errors import InputError
+from mudo_app.io.atomic import atomic_write
 from mudo_app.labels import label_names
 from mudo_app.models.loading import load_strict, read_checkpoint
 from mudo_app.models.student import build_student
@@ -48,12 +50,8 @@ def save_student(
         "provenance": dict(provenance or {}),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }  # loadable anywhere
-    tmp = path.with_name(f".tmp-{path.name}")
-    try:
+    with atomic_write(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -74,6 +72,20 @@ def load_student(path: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn
     prep = StudentInput(ct_window=tuple(ckpt["preprocessing"]["ct_window"]))
     meta = {k: ckpt[k] for k in ("architecture", "labels", "preprocessing", "provenance")}
     return model.to(device).eval(), prep, meta
+
+
+def publish_student(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
+    """Replace the served student ``target`` by the checkpoint ``source``, atomically.
+
+    ``source`` is first loaded with the safe, strict loader (:func:`load_student`): a file that is not a
+    loadable MuDuo student raises :class:`InputError` and ``target`` is left as it was. Readers of
+    ``target`` see the old file or the new one, never a partial copy.
+    """
+    load_student(source)
+    target = Path(target)
+    with atomic_write(target) as tmp:
+        shutil.copyfile(source, tmp)
+    return target
 
 
 def training_patch(meta: dict, default=(64, 64, 64)) -> tuple[int, int, int]:

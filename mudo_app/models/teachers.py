@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from mudo_app.errors import InputError
+from mudo_app.io.atomic import atomic_write
 from mudo_app.models.loading import load_strict, read_checkpoint, state_dict_from
 from mudo_app.models.sam3d import (
     SAM_MED3D_CT,
@@ -63,9 +64,8 @@ def save_standin(path: str | os.PathLike, model: Sam3D, config: str, modality: s
         "modality": modality,
         "provenance": provenance,
     }
-    tmp = path.with_name(f".tmp-{path.name}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_teacher(modality: str, checkpoint: str | os.PathLike | None = None, device: str = "cpu") -> Teacher:

@@ -19,7 +19,6 @@ no model selection, so test labels are never looked at.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from mudo_app.distill.consensus import consistency_weight
 from mudo_app.distill.step import UnlabelledPatch, muduo_consistency
 from mudo_app.distill.teacher_bank import TeacherBank
 from mudo_app.errors import InputError
+from mudo_app.io.atomic import atomic_write
 from mudo_app.models.checkpoint import load_student, save_student
 from mudo_app.models.loading import read_checkpoint
 from mudo_app.models.student import build_student
@@ -47,16 +47,9 @@ from mudo_app.transforms.intensity import StudentInput
 from mudo_app.transforms.patches import random_patch
 
 
-def _atomic_json(path: Path, data) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-
-
-def _atomic_save(path: Path, obj) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def _write_json(path: Path, data: object) -> None:
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2))
 
 
 class Trainer:
@@ -273,7 +266,7 @@ class Trainer:
                 raise InputError(f"config field {name!r} = {n} must be divisible by the {self.shard.world} processes")
         if self.shard.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
-            _atomic_json(self.out / "config.json", c.to_dict())
+            _write_json(self.out / "config.json", c.to_dict())
         self._setup(data, resume)
         if resume:
             self._restore()
@@ -313,7 +306,8 @@ class Trainer:
             return
         with open(self.out / "log.jsonl", "a") as fh:
             fh.writelines(json.dumps(r) + "\n" for r in log)
-        _atomic_save(self.out / "state.pt", self._state())
+        with atomic_write(self.out / "state.pt") as tmp:
+            torch.save(self._state(), tmp)
         provenance = {
             "method": self.config.method,
             "config": self.config.to_dict(),
