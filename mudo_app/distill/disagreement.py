@@ -10,14 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from mudo_app.evaluation.metrics import binary_dice
 from mudo_app.labels import ID_TO_NAME
 from mudo_app.models.sam3d import Sam3DPredictor
 from mudo_app.prompts.clicks import first_click
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
 def disagreement(
@@ -32,8 +28,9 @@ def disagreement(
         click = [first_click(mask).tolist()]
         ct = ct_teacher.predict(points=click, labels=[1]).mask
         pet = pet_teacher.predict(points=click, labels=[1]).mask
-        teachers = 1.0 - _dice(ct, pet)
-        student = 1.0 - 0.5 * (_dice(mask, ct) + _dice(mask, pet))
+        agree = binary_dice(ct, pet)
+        teachers = 0.0 if np.isnan(agree) else 1.0 - agree  # both teachers found nothing: they agree
+        student = 1.0 - 0.5 * (binary_dice(mask, ct) + binary_dice(mask, pet))  # mask is not empty
         per[ID_TO_NAME[cls]] = 0.5 * (teachers + student)
     score = float(np.mean(list(per.values()))) if per else 1.0
     return {"score": score, "per_structure": per}

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from mudo_app.evaluation.metrics import binary_dice
+
 CONNECTIVITY_18 = ndimage.generate_binary_structure(3, 2)
 
 
@@ -33,10 +35,8 @@ def autopet_metrics(gt: np.ndarray, pred: np.ndarray, spacing_mm: Sequence[float
         raise ValueError(f"ground truth {gt.shape} and prediction {pred.shape} must have one shape")
     g, p = gt.astype(bool), pred.astype(bool)
     voxel_ml = float(np.prod(spacing_mm)) / 1000.0
-    denom = int(g.sum()) + int(p.sum())
-    dice = 2.0 * int((g & p).sum()) / denom if denom else float("nan")
     return {
-        "dice": dice,
+        "dice": binary_dice(g, p),  # NaN for a case without lesions where none is predicted
         "fp_volume_ml": _unmatched_voxels(p, g) * voxel_ml,
         "fn_volume_ml": _unmatched_voxels(g, p) * voxel_ml,
     }

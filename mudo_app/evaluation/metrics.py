@@ -8,6 +8,21 @@ from collections.abc import Iterable
 import numpy as np
 
 
+def binary_dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice ``2 |A & B| / (|A| + |B|)`` of two masks of one shape (non-zero voxels count as inside).
+
+    The one convention for empty masks in this project: one mask empty and the other not scores 0.0;
+    **both empty is undefined and returns NaN** (there is nothing to score). Callers say what NaN means
+    for them: a class absent from both is left out of per-class tables; two teachers that both find
+    nothing agree.
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"masks {a.shape} and {b.shape} must have one shape")
+    a, b = a.astype(bool, copy=False), b.astype(bool, copy=False)
+    total = int(a.sum()) + int(b.sum())
+    return 2.0 * int((a & b).sum()) / total if total else float("nan")
+
+
 def dice_per_class(gt: np.ndarray, pred: np.ndarray, classes: Iterable[int]) -> dict[int, float]:
     """Dice of each class present in ``gt`` or ``pred``; a class absent from both is left out.
 
@@ -17,10 +32,9 @@ def dice_per_class(gt: np.ndarray, pred: np.ndarray, classes: Iterable[int]) -> 
         raise ValueError(f"gt {gt.shape} and pred {pred.shape} must have one shape")
     out = {}
     for c in classes:
-        g, p = gt == c, pred == c
-        denom = int(g.sum()) + int(p.sum())
-        if denom:
-            out[int(c)] = 2.0 * int((g & p).sum()) / denom
+        dice = binary_dice(gt == c, pred == c)
+        if not np.isnan(dice):
+            out[int(c)] = dice
     return out
 
 
@@ -77,7 +91,7 @@ def class_metrics(gt: np.ndarray, pred: np.ndarray, spacing, classes: Iterable[i
         hd95, asd = _surface_distances(g, p, spacing)
         out[int(c)] = {
             "status": "found",
-            "dice": 2.0 * int((g & p).sum()) / (ng + np_),
+            "dice": binary_dice(g, p),
             "hd95_mm": hd95,
             "asd_mm": asd,
             "ravd": (np_ - ng) / ng,

@@ -20,6 +20,7 @@ from monai.losses import DiceLoss
 from scipy import ndimage
 from tqdm.auto import tqdm
 
+from mudo_app.evaluation.metrics import binary_dice
 from mudo_app.io.datastore import Case
 from mudo_app.io.volume import Volume, resample_to_grid
 from mudo_app.labels import ID_TO_NAME, LABEL_IDS, LESION
@@ -182,8 +183,7 @@ def evaluate_clicks(
             for k in range(1, max(n_clicks) + 1):
                 res = pred.predict(points=clicks, labels=labels, mask_input=mask_input)
                 if k in scores:
-                    inter = float((res.mask & target).sum())
-                    scores[k].setdefault(ID_TO_NAME[cls], []).append(2 * inter / (res.mask.sum() + target.sum()))
+                    scores[k].setdefault(ID_TO_NAME[cls], []).append(binary_dice(res.mask, target))
                 nxt = next_click(target, res.mask)
                 if nxt is None:
                     nxt = (np.array(clicks[-1]), labels[-1])

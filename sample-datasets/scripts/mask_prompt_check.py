@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from mudo_app.distill.teacher_bank import TeacherBank, patch_centre_world
+from mudo_app.evaluation.metrics import binary_dice
 from mudo_app.io.datastore import PetCtDatastore
 from mudo_app.io.volume import load_volume
 from mudo_app.labels import ID_TO_NAME
@@ -42,7 +43,7 @@ def main() -> int:
         truth = torch.from_numpy((truth_all[box] == cls).astype(np.float32))
         emb = bank.embedding((args.modality, cls), volume, patch_centre_world(volume.affine, start, PATCH))
         answer = bank.from_masks(emb, bank.frame(volume.spacing), truth[None])[0] > 0.5
-        dice = 2 * float((answer & truth.bool()).sum()) / float(answer.sum() + truth.sum())
+        dice = binary_dice(answer.numpy(), truth.numpy())
         print(f"{ID_TO_NAME[cls]:24s} Dice {dice:.3f}")
     return 0
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mudo_app.evaluation.metrics import class_metrics
+from mudo_app.evaluation.metrics import binary_dice, class_metrics
 
 
 def _cube(shape, lo, hi, value=1):
@@ -51,3 +51,14 @@ def test_mean_dice_counts_classes_absent_from_both_as_zero():
     pred = np.array([1, 0, 2, 2])
     # class 1: 2*1/(2+1) = 2/3; class 2: 2*1/(1+2) = 2/3; class 3 absent from both: 0
     assert mean_dice(gt, pred, [1, 2, 3]) == pytest.approx((2 / 3 + 2 / 3 + 0) / 3)
+
+
+def test_binary_dice_hand_computed_and_its_empty_mask_convention():
+    a = np.array([1, 1, 0, 0, 0], bool)
+    b = np.array([1, 0, 1, 1, 0], bool)
+    assert binary_dice(a, b) == pytest.approx(2 * 1 / (2 + 3))  # 0.4
+    assert binary_dice(np.array([0, 3, 3]), np.array([0, 1, 0])) == pytest.approx(2 * 1 / (2 + 1))  # non-zero = in
+    assert binary_dice(a, np.zeros(5, bool)) == 0.0  # one empty: 0
+    assert np.isnan(binary_dice(np.zeros(5, bool), np.zeros(5, bool)))  # both empty: undefined
+    with pytest.raises(ValueError, match="one shape"):
+        binary_dice(a, b[:4])
