@@ -1,7 +1,7 @@
 """The ``POST /train/muduo`` request body mapped onto :class:`mudo_app.train.config.TrainConfig`.
 
 Accepted keys: ``max_iterations`` (run length), MONAI Label's ``max_epochs`` (one epoch =
-``ITERATIONS_PER_EPOCH`` iterations), ``train_batch_size`` (labelled patches per iteration),
+``mudo_app.train.config.ITERATIONS_PER_EPOCH`` iterations), ``train_batch_size`` (labelled patches per iteration),
 ``pretrained`` (warm start from the served student, default true), ``seed``, ``method``, and the MuDuo
 switches ``filter``, ``teachers``, ``k_points``, ``lr``. Keys MONAI Label itself adds are ignored;
 anything else is refused with the list of accepted keys.
@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from mudo_app.errors import InputError
-from mudo_app.train.config import TrainConfig, config_from_dict
+from mudo_app.train.config import ITERATIONS_PER_EPOCH, TrainConfig, config_from_dict
 
-ITERATIONS_PER_EPOCH = 50
 OWN_KEYS = {
     "max_iterations",
     "max_epochs",
@@ -76,8 +75,6 @@ def train_config(
         "datastore": str(studies),
         "out": str(out),
         "iterations": iterations,
-        "checkpoint_every": max(1, min(100, iterations)),
-        "prompt_net_iterations": min(150, 3 * iterations),
         "init_from": str(init_from) if (pretrained and init_from and Path(init_from).is_file()) else None,
         "ct_teacher": str(ct_teacher) if ct_teacher else None,
         "pet_teacher": str(pet_teacher) if pet_teacher else None,

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mudo_app.errors import InputError
+
 FILTERS = ("top_fraction", "threshold", "none")
 TEACHERS = ("both", "ct", "pet")
 
@@ -24,6 +26,10 @@ class ConsensusSettings:
     ``filter``: ``top_fraction`` keeps the best ``keep_fraction`` of samples by soft IoU (at least
     one), ``threshold`` keeps samples with IoU > ``iou_threshold``, ``none`` keeps every sample;
     ``teachers``: ``both`` (random-alpha fusion), ``ct`` or ``pet`` (one teacher alone).
+
+    These fields are declared here only: :class:`mudo_app.train.config.TrainConfig` inherits them (a
+    training config is flat), and its ``consensus()`` hands exactly these to the consistency term.
+    A bad value raises :class:`InputError` (a ``ValueError``) naming the field.
     """
 
     filter: str = "top_fraction"
@@ -31,13 +37,19 @@ class ConsensusSettings:
     iou_threshold: float = 0.5
     teachers: str = "both"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
+        self.check_consensus()
+
+    def check_consensus(self) -> None:
+        """Raise :class:`InputError` naming the first field with a bad value."""
         if self.filter not in FILTERS:
-            raise ValueError(f"filter must be one of {FILTERS}, got {self.filter!r}")
+            raise InputError(f"config field 'filter': must be one of {FILTERS}, got {self.filter!r}")
         if self.teachers not in TEACHERS:
-            raise ValueError(f"teachers must be one of {TEACHERS}, got {self.teachers!r}")
-        if not 0 < self.keep_fraction <= 1:
-            raise ValueError(f"keep_fraction must be in (0, 1], got {self.keep_fraction}")
+            raise InputError(f"config field 'teachers': must be one of {TEACHERS}, got {self.teachers!r}")
+        if not 0 < self.keep_fraction <= 1:  # also refuses NaN
+            raise InputError(f"config field 'keep_fraction': must be in (0, 1], got {self.keep_fraction}")
+        if not 0 <= self.iou_threshold <= 1:
+            raise InputError(f"config field 'iou_threshold': must be in [0, 1], got {self.iou_threshold}")
 
 
 def soft_iou(p_ct: torch.Tensor, p_pet: torch.Tensor) -> torch.Tensor:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from mudo_app.distill.consensus import FILTERS, TEACHERS, ConsensusSettings
+from mudo_app.distill.consensus import ConsensusSettings
 from mudo_app.errors import InputError
 from mudo_app.labels import LESION, NUM_CLASSES
 from mudo_app.models.student import STUDENTS
@@ -27,20 +28,29 @@ OPTIMISERS = ("adamw", "sgd")
 AUGMENTATIONS = ("none", "flip_rot")
 
 
+ITERATIONS_PER_EPOCH = 50  # one "epoch" of MuDuo training, for clients that count in epochs (MONAI Label)
+PROMPT_NET_MAX_ITERATIONS = 200  # the PET prompt network's default training length, at most 3 per student iteration
+
+
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(ConsensusSettings):
     """One training run. Patch sides are voxels ``[i, j, k]`` of the case grid (multiples of 16).
 
     ``method``: ``supervised`` (labelled cases only), ``mean_teacher`` (EMA teacher, softmax MSE),
     ``muduo`` (the method), ``fully_supervised`` (every case with its ground truth: the upper bound).
     ``classes``: ``all`` (13 foreground classes), ``organs`` (1-12) or ``lesion`` (13); labels of
     other classes count as background and only these classes get a consistency term.
-    ``filter`` / ``keep_fraction`` / ``iou_threshold`` / ``teachers`` / ``k_points``: the MuDuo
-    ablations (see :class:`mudo_app.distill.consensus.ConsensusSettings`).
+    ``filter`` / ``keep_fraction`` / ``iou_threshold`` / ``teachers`` (inherited from
+    :class:`mudo_app.distill.consensus.ConsensusSettings`, declared there only) and ``k_points``: the
+    MuDuo ablations.
     ``augment``: ``none`` (default) or ``flip_rot`` (the reference: random flips and axial 90-degree
     turns; they swap left and right, which this label map distinguishes: kidneys, lung lobes).
     ``optimiser``: ``adamw`` (default; converges within CPU budgets) or ``sgd`` (the reference:
     lr 0.01, momentum 0.9); either with weight decay 1e-4 and poly decay (power 0.9).
+    ``prompt_net_iterations``: the frozen PET prompt network's training length; ``None`` (default):
+    ``min(200, 3 * iterations)`` (:attr:`prompt_net_steps`), so short runs (a server retraining of a
+    few dozen iterations) do not spend most of their time on it.
+    ``checkpoint_every``: iterations between resumable checkpoints (the last iteration always is one).
     ``device``: ``auto`` (a GPU when PyTorch sees one, else the CPU), ``cpu`` or ``cuda`` (under
     ``torchrun`` each process takes GPU ``LOCAL_RANK``). ``device``, ``threads`` and ``iterations``
     may change when a run is resumed; GPU runs are seeded but not bit-for-bit repeatable (cuDNN).
@@ -63,13 +73,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     seed: int = 0
     lambda_max: float = 0.1
-    filter: str = "top_fraction"
-    keep_fraction: float = 0.5
-    iou_threshold: float = 0.5
-    teachers: str = "both"
     k_points: int = 3
     ema_decay: float = 0.99
-    prompt_net_iterations: int = 200
+    prompt_net_iterations: int | None = None
     ct_teacher: str | None = None
     pet_teacher: str | None = None
     init_from: str | None = None
@@ -78,8 +84,8 @@ class TrainConfig:
     threads: int | None = None
     device: str = "auto"
 
-    def __post_init__(self):
-        def bad(name, why):
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> None:
             raise InputError(f"config field {name!r}: {why}")
 
         choices = {
@@ -89,36 +95,53 @@ class TrainConfig:
             "augment": AUGMENTATIONS,
             "device": DEVICES,
             "optimiser": OPTIMISERS,
-            "filter": FILTERS,
-            "teachers": TEACHERS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 bad(name, f"must be one of {allowed}, got {getattr(self, name)!r}")
+        self.check_consensus()
         if len(self.patch) != 3 or any(int(p) < 16 or int(p) % 16 for p in self.patch):
             bad("patch", f"needs three sides, each a multiple of 16, got {list(self.patch)}")
         for name in ("iterations", "batch_labelled", "k_points", "checkpoint_every"):
             if getattr(self, name) < 1:
                 bad(name, f"must be at least 1, got {getattr(self, name)}")
-        if self.batch_unlabelled < 0 or self.prompt_net_iterations < 0:
-            bad("batch_unlabelled", "and prompt_net_iterations must not be negative")
+        for name in ("batch_unlabelled", "prompt_net_iterations", "seed"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                bad(name, f"must not be negative, got {value}")
         if self.method in ("muduo", "mean_teacher") and self.batch_unlabelled < 1:
             bad("batch_unlabelled", f"method {self.method!r} needs unlabelled patches (at least 1)")
-        if not 0 < self.keep_fraction <= 1:
-            bad("keep_fraction", f"must be in (0, 1], got {self.keep_fraction}")
-        if not 0 <= self.foreground_prob <= 1 or not 0 <= self.ema_decay < 1:
-            bad("foreground_prob", "must be in [0, 1] and ema_decay in [0, 1)")
-        if self.lr <= 0 or self.lambda_max < 0:
-            bad("lr", "must be positive and lambda_max not negative")
-        if self.labelled_limit is not None and self.labelled_limit < 1:
-            bad("labelled_limit", f"must be at least 1, got {self.labelled_limit}")
+        # written so that NaN fails every range (a comparison with NaN is False)
+        ranges = {
+            "foreground_prob": (0 <= self.foreground_prob <= 1, "in [0, 1]"),
+            "ema_decay": (0 <= self.ema_decay < 1, "in [0, 1)"),
+            "lr": (0 < self.lr < math.inf, "positive and finite"),
+            "momentum": (0 <= self.momentum < 1, "in [0, 1)"),
+            "weight_decay": (0 <= self.weight_decay < math.inf, "finite and not negative"),
+            "lambda_max": (0 <= self.lambda_max < math.inf, "finite and not negative"),
+        }
+        for name, (ok, rule) in ranges.items():
+            if not ok:
+                bad(name, f"must be {rule}, got {getattr(self, name)}")
+        for name in ("labelled_limit", "threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                bad(name, f"must be at least 1, got {value}")
+
+    @property
+    def prompt_net_steps(self) -> int:
+        """The prompt network's training length: ``prompt_net_iterations``, or its default (class docstring)."""
+        if self.prompt_net_iterations is not None:
+            return self.prompt_net_iterations
+        return min(PROMPT_NET_MAX_ITERATIONS, 3 * self.iterations)
 
     @property
     def class_ids(self) -> tuple[int, ...]:
         return CLASS_SETS[self.classes]
 
     def consensus(self) -> ConsensusSettings:
-        return ConsensusSettings(self.filter, self.keep_fraction, self.iou_threshold, self.teachers)
+        """The consensus filter's settings, as :class:`ConsensusSettings` (its inherited fields)."""
+        return ConsensusSettings(**{f.name: getattr(self, f.name) for f in fields(ConsensusSettings)})
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

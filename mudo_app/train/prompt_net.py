@@ -27,7 +27,7 @@ def load_or_train_prompt_net(
 ) -> torch.nn.Module:
     """The frozen prompt network of this run, on ``device``: read from ``out/prompt_net.pt`` when
     resuming (``reuse``), else trained on rank 0 (PET channel of the labelled cases,
-    ``prompt_net_iterations``) and broadcast to the other ranks."""
+    ``prompt_net_steps``) and broadcast to the other ranks."""
     path = Path(out) / FILE
     kwargs = {"in_channels": 1}
     if reuse and path.is_file():
@@ -37,7 +37,7 @@ def load_or_train_prompt_net(
         if shard.rank == 0:
             settings = SupervisedSettings(
                 student=config.student,
-                iterations=max(config.prompt_net_iterations, 1),
+                iterations=max(config.prompt_net_steps, 1),
                 patch=tuple(config.patch),
                 seed=config.seed,
                 lr=2e-3,

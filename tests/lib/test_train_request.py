@@ -2,8 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from lib.configs.muduo_train import ITERATIONS_PER_EPOCH, train_config
+from lib.configs.muduo_train import train_config
 from mudo_app.errors import InputError
+from mudo_app.train.config import ITERATIONS_PER_EPOCH
 
 
 def _config(request, init_from=None):

@@ -50,3 +50,55 @@ def test_load_json_and_toml_with_overrides(tmp_path):
         load_config(tmp_path / "c.json")
     with pytest.raises(InputError, match="not found"):
         load_config(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize(
+    "values,field",
+    [
+        ({"ema_decay": 1.0}, "'ema_decay'"),
+        ({"foreground_prob": 1.5}, "'foreground_prob'"),
+        ({"lambda_max": -1.0}, "'lambda_max'"),
+        ({"lr": -1.0}, "'lr'"),
+        ({"lr": float("nan")}, "'lr'"),
+        ({"lr": float("inf")}, "'lr'"),
+        ({"lambda_max": float("nan")}, "'lambda_max'"),
+        ({"prompt_net_iterations": -1}, "'prompt_net_iterations'"),
+        ({"batch_unlabelled": -1}, "'batch_unlabelled'"),
+        ({"iou_threshold": 2.0}, "'iou_threshold'"),
+        ({"seed": -3}, "'seed'"),
+        ({"threads": 0}, "'threads'"),
+    ],
+)
+def test_each_bad_value_names_its_own_field_only(values, field):
+    with pytest.raises(InputError) as err:
+        config_from_dict(values)
+    message = str(err.value)
+    assert message.startswith(f"config field {field}:"), message
+    others = {
+        "'lr'",
+        "'ema_decay'",
+        "'foreground_prob'",
+        "'lambda_max'",
+        "'batch_unlabelled'",
+        "'prompt_net_iterations'",
+    } - {field}
+    assert not any(o in message for o in others), message
+
+
+def test_consensus_fields_are_declared_once_and_handed_over():
+    from dataclasses import fields
+
+    from mudo_app.distill.consensus import ConsensusSettings
+
+    c = config_from_dict({"filter": "threshold", "iou_threshold": 0.3, "keep_fraction": 0.25, "teachers": "pet"})
+    assert c.consensus() == ConsensusSettings("threshold", 0.25, 0.3, "pet")
+    assert type(c.consensus()) is ConsensusSettings
+    names = [f.name for f in fields(TrainConfig)]
+    assert all(names.count(f.name) == 1 for f in fields(ConsensusSettings))
+    assert TrainConfig().consensus() == ConsensusSettings()  # one set of defaults
+
+
+def test_prompt_network_length_defaults_to_three_per_iteration_at_most_200():
+    assert config_from_dict({"iterations": 10}).prompt_net_steps == 30
+    assert config_from_dict({"iterations": 5000}).prompt_net_steps == 200
+    assert config_from_dict({"iterations": 10, "prompt_net_iterations": 7}).prompt_net_steps == 7
