@@ -12,16 +12,13 @@ import logging
 import time
 from typing import Any
 
-import nibabel as nib
-import numpy as np
 from filelock import FileLock
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
 
 from lib.errors import http_errors, not_found
 from mudo_app.errors import InputError
 from mudo_app.io.datastore import PetCtDatastore, check_case_id
-from mudo_app.io.volume import Volume, load_volume
-from mudo_app.labels import check_label_values
+from mudo_app.io.uploads import read_label_upload, read_petct_upload
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +49,9 @@ class MuDuoDatastore(LocalDatastore):
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
         self.require(image_id)
         with http_errors():
-            label = load_volume(label_filename, f"label for {image_id}")
-            if not np.issubdtype(label.array.dtype, np.number):
-                raise InputError(f"label for {image_id}: voxel type {label.array.dtype} is not numeric")
-            check_label_values(label.array, f"label for {image_id}")
+            label = read_label_upload(label_filename, f"label for {image_id}")
             check_case_id(label_tag)
-            self.store.save_label(image_id, Volume(np.rint(label.array).astype(np.uint8), label.affine), label_tag)
+            self.store.save_label(image_id, label, label_tag)
         with FileLock(self._lock_file):
             info = dict(label_info or {})
             info.update(ts=int(time.time()), name=f"{image_id}.nii.gz", history=len(self.store.label_history(image_id)))
@@ -71,19 +65,7 @@ class MuDuoDatastore(LocalDatastore):
             case_id = check_case_id(image_id or "")
             if self.store.has_case(case_id):
                 raise InputError(f"image id {case_id!r} already exists")
-            try:
-                img = nib.load(image_filename)
-                data = np.asanyarray(img.dataobj).astype(np.float32)
-            except Exception as exc:
-                raise InputError(f"upload is not a readable NIfTI volume: {exc}") from exc
-            if data.ndim != 4 or data.shape[3] != 2:
-                raise InputError(
-                    f"a PET/CT case is one 4-D NIfTI with CT and PET as its 2 channels (X, Y, Z, 2); "
-                    f"got shape {tuple(data.shape)}"
-                )
-            if not np.isfinite(data).all():
-                raise InputError("upload has NaN or infinite voxels")
-            ct, pet = Volume(data[..., 0], img.affine), Volume(data[..., 1], img.affine)
+            ct, pet = read_petct_upload(image_filename)
             self.store.add_case(case_id, ct, pet, meta={"source": "upload", **(image_info or {})})
         with FileLock(self._lock_file):
             info = dict(image_info or {})
