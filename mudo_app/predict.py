@@ -8,7 +8,7 @@ of the 2.9 GB (plus a count map) a full-volume sliding window takes.
 
 from __future__ import annotations
 
-import sys
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,6 +18,8 @@ from monai.data.utils import compute_importance_map
 from mudo_app.io.volume import Volume, ct_on_pet_grid
 from mudo_app.runtime.devices import resolve_precision
 from mudo_app.transforms.intensity import StudentInput
+
+logger = logging.getLogger(__name__)
 
 
 def window_starts(size: int, roi: int, overlap: float) -> list[int]:
@@ -92,8 +94,5 @@ def predict_volume(
     original_shape = ct.shape
     ct, moved = ct_on_pet_grid(ct, pet)
     if moved:
-        print(
-            f"warning: CT {original_shape} was not on the PET grid {pet.shape}; resampled the CT onto the PET grid",
-            file=sys.stderr,
-        )
+        logger.warning(f"CT {original_shape} was not on the PET grid {pet.shape}; resampled the CT onto the PET grid")
     return Volume(predict_arrays(model, prep, ct.array, pet.array, roi, overlap, precision), pet.affine.copy())

@@ -53,7 +53,7 @@ class MuDuoApp(MONAILabelApp):
     def _publish_initial_student(self) -> None:
         conf = self.server_config
         conf.model_dir.mkdir(parents=True, exist_ok=True)
-        if not conf.published_student.is_file() and conf.student.is_file():
+        if not conf.published_student.is_file() and conf.student is not None and conf.student.is_file():
             publish_student(conf.student, conf.published_student)
             logger.info(f"serving the initial student {conf.student}")
 

@@ -14,9 +14,10 @@ from pathlib import Path
 
 from mudo_app.errors import InputError
 from mudo_app.io.volume import Volume
-from mudo_app.models.checkpoint import DEMO_STUDENT, load_student, training_patch
+from mudo_app.models.checkpoint import load_student, training_patch
 from mudo_app.models.teachers import Teacher, load_teacher
 from mudo_app.predict import predict_volume
+from mudo_app.resources import demo_student
 from mudo_app.runtime.choices import PRECISIONS
 
 # --conf keys MONAI Label itself (or its sample apps) use; passed through untouched
@@ -38,12 +39,13 @@ MONAI_LABEL_KEYS = {
 @dataclass(frozen=True)
 class ServerConfig:
     """``model_dir``: where the served student is published (``muduo_student.pt``) and runs are kept;
-    ``student``: the initial student copied there on first start (default: the demo student);
+    ``student``: the initial student published there on first start (default: the demo student,
+    :func:`mudo_app.resources.demo_student`; None where no demo folder is known);
     ``ct_teacher`` / ``pet_teacher``: official checkpoints (default: the shipped stand-ins);
     ``train_iterations``: default length of a ``POST /train/muduo`` run; ``precision``: inference."""
 
     model_dir: Path
-    student: Path = DEMO_STUDENT
+    student: Path | None = None
     ct_teacher: Path | None = None
     pet_teacher: Path | None = None
     train_iterations: int = 300
@@ -76,7 +78,7 @@ class ServerConfig:
             raise InputError(f"--conf precision must be one of {PRECISIONS}, got {precision!r}")
         return ServerConfig(
             model_dir=path("model_dir") or Path(app_dir) / "model",
-            student=path("student") or DEMO_STUDENT,
+            student=path("student") or demo_student(),
             ct_teacher=path("ct_teacher"),
             pet_teacher=path("pet_teacher"),
             train_iterations=iterations,

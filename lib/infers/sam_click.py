@@ -46,7 +46,7 @@ class SamClickInfer(InferTask):
         conf = self.resources.config
         ckpt = conf.ct_teacher if self.modality == "CT" else conf.pet_teacher
         if ckpt is None:
-            return {"stand_in": True, "checkpoint": "sample-datasets/teachers (shipped stand-in, synthetic data)"}
+            return {"stand_in": True, "checkpoint": "mudo_app/assets/teachers (shipped stand-in, synthetic data)"}
         return {"stand_in": False, "checkpoint": str(ckpt)}
 
     def _predictor(self, path: str) -> Sam3DPredictor:

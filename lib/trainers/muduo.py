@@ -21,6 +21,7 @@ from lib.configs.server import Resources
 from mudo_app.errors import InputError
 from mudo_app.io.atomic import atomic_write
 from mudo_app.models.checkpoint import publish_student
+from mudo_app.train.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +65,6 @@ class MuDuoTrainTask(TrainTask):
         )
 
     def __call__(self, request: dict[str, Any], datastore) -> dict[str, Any]:
-        from mudo_app.train.trainer import Trainer
-
         conf = self.resources.config
         run = self.runs / time.strftime("%Y%m%d-%H%M%S")
         started = time.time()
@@ -79,15 +78,13 @@ class MuDuoTrainTask(TrainTask):
                 conf.ct_teacher,
                 conf.pet_teacher,
             )
-            print(
-                f"MuDuo training: {config.iterations} iterations, method {config.method}, run folder {run}", flush=True
-            )
+            logger.info(f"MuDuo training: {config.iterations} iterations, method {config.method}, run folder {run}")
             student = Trainer(config, progress=True).run()
         except InputError as exc:
-            print(f"MuDuo training refused: {exc}", flush=True)
+            logger.error(f"MuDuo training refused: {exc}")
             raise
         except Exception as exc:
-            print(f"MuDuo training failed: {type(exc).__name__}: {exc}", flush=True)
+            logger.error(f"MuDuo training failed: {type(exc).__name__}: {exc}")
             raise
         self.publish(student)
         stats = {
@@ -100,7 +97,7 @@ class MuDuoTrainTask(TrainTask):
         }
         with atomic_write(conf.model_dir / "train_stats.json") as tmp:
             tmp.write_text(json.dumps(stats, indent=2))
-        print(f"MuDuo training done: published {conf.published_student}", flush=True)
+        logger.info(f"MuDuo training done: published {conf.published_student}")
         return stats
 
     def publish(self, student: Path) -> None:

@@ -63,9 +63,10 @@ def _bf16_agreement(model_path: str):
     from mudo_app.io.volume import load_volume
     from mudo_app.models.checkpoint import load_student, training_patch
     from mudo_app.predict import predict_arrays
+    from mudo_app.resources import demo_datastore
 
-    root = Path(__file__).resolve().parents[2] / "sample-datasets" / "demo" / "datastore"
-    if not root.is_dir():
+    root = demo_datastore()
+    if root is None or not root.is_dir():
         return None
     store = PetCtDatastore(root)
     model, prep, meta = load_student(model_path)

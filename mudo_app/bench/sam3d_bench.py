@@ -23,6 +23,7 @@ import torch
 from mudo_app.bench.machine import describe
 from mudo_app.models.sam3d import SAM_MED3D_CT, STANDIN_CT, Sam3DPredictor, build_sam3d
 from mudo_app.models.sam3d.conformance import deterministic_model, fixture_module
+from mudo_app.resources import sam3d_specs
 
 GOLDEN_KEYS = (
     "image_embedding",
@@ -118,7 +119,7 @@ def click_latency(model, contract, device: str, repeats: int) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--specs", type=Path, default=Path(__file__).resolve().parents[2].parent / "shared/specs/sam3d")
+    ap.add_argument("--specs", type=Path, default=sam3d_specs(), help="3D SAM conformance fixture folder")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", type=Path, default=None)
@@ -128,6 +129,8 @@ def main(argv=None) -> int:
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
     result = {"machine": describe(dev), "device": dev}
+    if args.specs is None or not (args.specs / "golden_vit_b_ori.npz").is_file():
+        ap.error(f"3D SAM conformance fixture not found ({args.specs}): give --specs or set MUDUO_SAM3D_SPECS")
     model, inputs = golden_model(args.specs, dev)
     golden = dict(np.load(args.specs / "golden_vit_b_ori.npz"))
     bf16 = dev.startswith("cuda")  # bf16 autocast is only measured where it can pay off

@@ -6,7 +6,10 @@ Exit codes: 0 success, 2 bad input (a message on stderr names the problem), 1 un
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from mudo_app import __version__
 from mudo_app.cli import benchmark, data, evaluate, predict, teachers, train
@@ -32,11 +35,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with _core_logging_to_stderr(args.command):
+        try:
+            return int(args.run(args) or 0)
+        except InputError as exc:
+            print(f"muduo {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+
+
+@contextmanager
+def _core_logging_to_stderr(command: str) -> Iterator[None]:
+    """The core logs (``logging.getLogger("mudo_app...")``); the command shows its warnings and info on stderr."""
+    handler = logging.StreamHandler(sys.stderr)  # the stderr of this call (tests capture it)
+    handler.setFormatter(logging.Formatter(f"muduo {command}: %(levelname)s: %(message)s"))
+    core = logging.getLogger("mudo_app")
+    level = core.level
+    core.addHandler(handler)
+    core.setLevel(logging.INFO)
     try:
-        return int(args.run(args) or 0)
-    except InputError as exc:
-        print(f"muduo {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        yield
+    finally:
+        core.removeHandler(handler)
+        core.setLevel(level)
 
 
 def entry_point() -> None:

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from mudo_app.errors import InputError
+from mudo_app.resources import demo_student, where_demo_is_looked_for
 from mudo_app.runtime.choices import DEVICES, PRECISIONS
 
 
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from mudo_app.io.volume import load_volume, save_volume
-    from mudo_app.models.checkpoint import DEMO_STUDENT, load_student, training_patch
+    from mudo_app.models.checkpoint import load_student, training_patch
     from mudo_app.predict import predict_volume
     from mudo_app.runtime.devices import resolve_device
 
@@ -58,10 +59,11 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--roi sides must be multiples of 16, got {args.roi}")
     if not 0 <= args.overlap < 1:
         raise InputError(f"--overlap must be in [0, 1), got {args.overlap}")
-    model_path = args.model or DEMO_STUDENT
-    if not model_path.is_file():
-        hint = " (run `make demo` to make the demo student, or give --model)" if args.model is None else ""
-        raise InputError(f"student checkpoint not found: {model_path}{hint}")
+    model_path = args.model or demo_student()
+    if model_path is None or not model_path.is_file():
+        if args.model is None:
+            raise InputError(f"no student checkpoint given (--model) and no demo student: {where_demo_is_looked_for()}")
+        raise InputError(f"student checkpoint not found: {model_path}")
     model, prep, meta = load_student(model_path, resolve_device(args.device, "--device"))
     roi = tuple(args.roi) if args.roi else training_patch(meta)
     ct = load_volume(args.ct, "CT", dtype=np.float32)

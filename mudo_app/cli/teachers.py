@@ -10,8 +10,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from mudo_app.errors import InputError
+from mudo_app.resources import standin_teacher_dir
 
-DEFAULT_OUT = Path("sample-datasets/teachers")
+DEFAULT_OUT = standin_teacher_dir()  # where load_teacher() finds the stand-ins
 HELD_OUT_FIRST = 10_000  # held-out synthetic case indices start here (training uses 0..cases-1)
 
 

@@ -26,8 +26,6 @@ from mudo_app.models.student import build_student
 from mudo_app.transforms.intensity import StudentInput
 
 FORMAT = "muduo-student/1"
-# the student `make demo` trains with MuDuo on the demo datastore's 5 labelled cases
-DEMO_STUDENT = Path(__file__).resolve().parents[2] / "sample-datasets" / "demo" / "student" / "student.pt"
 
 
 def save_student(

@@ -2,8 +2,8 @@
 
 Official weights cannot be downloaded on the machines this project is built on, so the default
 teachers are small **stand-ins** of the same architecture trained by ``muduo pretrain-teachers`` on
-synthetic data (shipped under ``sample-datasets/teachers/``). Giving the path of an official
-checkpoint (``sam_med3d_turbo.pth``, ``seganypet_v1.pth``...) replaces a stand-in.
+synthetic data (shipped as package data, ``mudo_app/assets/teachers/``; see :mod:`mudo_app.resources`).
+Giving the path of an official checkpoint (``sam_med3d_turbo.pth``, ``seganypet_v1.pth``...) replaces a stand-in.
 """
 
 from __future__ import annotations
@@ -26,9 +26,8 @@ from mudo_app.models.sam3d import (
     Sam3D,
     build_sam3d,
 )
+from mudo_app.resources import standin_teacher_dir
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-STANDIN_DIR = REPO_ROOT / "sample-datasets" / "teachers"
 MODALITIES = {
     "CT": ("sam_med3d_ct", SAM_MED3D_CT, STANDIN_CT, "standin_ct.pt"),
     "PET": ("seganypet_pet", SEGANYPET_PET, STANDIN_PET, "standin_pet.pt"),
@@ -78,7 +77,7 @@ def load_teacher(modality: str, checkpoint: str | os.PathLike | None = None, dev
     if modality not in MODALITIES:
         raise InputError(f"teacher modality must be CT or PET, got {modality!r}")
     name, official_contract, standin_contract, default_file = MODALITIES[modality]
-    path = Path(checkpoint) if checkpoint is not None else STANDIN_DIR / default_file
+    path = Path(checkpoint) if checkpoint is not None else standin_teacher_dir() / default_file
     if not path.is_file():
         hint = " (run `muduo pretrain-teachers` to rebuild the stand-ins)" if checkpoint is None else ""
         raise InputError(f"{modality} teacher checkpoint not found: {path}{hint}")

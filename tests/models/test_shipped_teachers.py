@@ -1,4 +1,4 @@
-"""The stand-in teachers shipped under sample-datasets/teachers load, say they are stand-ins, and work."""
+"""The stand-in teachers shipped as package data (mudo_app/assets/teachers) load, say they are stand-ins, and work."""
 
 import json
 
@@ -7,8 +7,9 @@ import pytest
 
 from mudo_app.evaluation.metrics import binary_dice
 from mudo_app.models.sam3d import Sam3DPredictor
-from mudo_app.models.teachers import STANDIN_DIR, load_teacher
+from mudo_app.models.teachers import load_teacher
 from mudo_app.prompts.clicks import first_click
+from mudo_app.resources import standin_teacher_dir
 from mudo_app.synth import generate_cases
 
 
@@ -21,7 +22,7 @@ def test_shipped_standin_loads_as_standin(modality):
 
 
 def test_report_names_the_command_and_zero_shot_dice():
-    report = json.loads((STANDIN_DIR / "report.json").read_text())
+    report = json.loads((standin_teacher_dir() / "report.json").read_text())
     assert "muduo pretrain-teachers" in report["command"]
     for modality in ("CT", "PET"):
         scores = report["teachers"][modality]["zero_shot_dice"]
