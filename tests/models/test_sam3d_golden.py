@@ -113,3 +113,26 @@ def test_textbook_relative_position_would_fail_the_golden_test(golden_model, gol
         enc.relative_position_bias = original
         golden_model.image_encoder.set_fast_path(True)
     assert _rel(out, golden["image_embedding"]) > 1e-3
+
+
+def test_prompt_encoder_called_the_upstream_way_matches_golden(golden_model, embedding, golden, dw):
+    """Code written against SAM-Med3D calls ``prompt_encoder(points=..., boxes=None, masks=...)`` and then
+    the decoder by keyword: it runs unchanged and computes the published function."""
+    _, coords, labels, mask = dw.golden_inputs()
+    points, mask_t = (torch.from_numpy(coords), torch.from_numpy(labels)), torch.from_numpy(mask)
+    pe = golden_model.prompt_encoder
+    with torch.no_grad():
+        sparse, dense = pe(points=points, boxes=None, masks=mask_t)
+        logits, iou = golden_model.mask_decoder(
+            image_embeddings=embedding,
+            image_pe=pe.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=True,
+        )
+        positional = pe(points, None, mask_t)  # upstream's argument order
+    assert _rel(logits, golden["points_mask_multimask_low_res_logits"]) < TOL
+    assert _rel(iou, golden["points_mask_multimask_iou"]) < TOL
+    assert torch.equal(positional[0], sparse) and torch.equal(positional[1], dense)
+    with pytest.raises(ValueError, match="box prompts are not supported"):
+        pe(points=None, boxes=torch.zeros(1, 6), masks=None)

@@ -116,6 +116,23 @@ class PatchEmbed3D(nn.Module):
 
 
 class ImageEncoderViT3D(nn.Module):
+    """3-D ViT image encoder of SAM-Med3D / SegAnyPET (``ImageEncoderViT3D`` upstream).
+
+    Args:
+        img_size: side S of the cubic input crop in voxels (128).
+        patch_size: side of the non-overlapping patches (16): the token grid is (S/16)^3.
+        in_chans: input channels (1: one modality, already normalised by the input contract).
+        embed_dim: token channels (768 for ``vit_b_ori``).
+        depth: transformer blocks; num_heads: attention heads per block; mlp_ratio: MLP width / embed_dim.
+        out_chans: channels of the output embedding (384).
+        window_size: window side in tokens of the windowed blocks (14: larger than the 8^3 grid, so
+            the grid is zero-padded to one window; the exact shortcut skips the padding).
+        global_attn_indexes: blocks that attend over the whole grid.
+
+    Shapes: (B, 1, S, S, S) with axes (D, H, W) in the tensor's own order -> embedding
+    (B, out_chans, S/16, S/16, S/16) in the same order.
+    """
+
     def __init__(
         self,
         img_size: int = 128,

@@ -82,6 +82,22 @@ class TwoWayTransformer3D(nn.Module):
 
 
 class MaskDecoder3D(nn.Module):
+    """SAM's two-way transformer mask decoder in 3-D, with its IoU head (SAM-Med3D's ``MaskDecoder3D``).
+
+    Args:
+        dim: channels C of the image embedding and of the prompt tokens (384 for ``vit_b_ori``).
+        num_multimask_outputs: candidate masks with ``multimask_output`` (3); one more token makes the
+            single-mask output.
+        depth: two-way transformer blocks.
+        num_heads: attention heads of the transformer.
+        mlp_dim: hidden width of the transformer's MLPs.
+        iou_head_depth / iou_head_hidden_dim: the IoU prediction MLP.
+
+    Shapes: image embedding (B or 1, C, d, h, w) with its dense positional encoding (1, C, d, h, w),
+    sparse prompt tokens (B, N, C), dense prompt embedding (B, C, d, h, w) -> low-resolution logits
+    (B, M, 4d, 4h, 4w) in the same (d, h, w) axis order, and IoU estimates (B, M), M = 3 or 1.
+    """
+
     def __init__(
         self,
         dim: int = 384,

@@ -38,6 +38,21 @@ class Prediction:
 
 
 class Sam3DPredictor:
+    """Interactive segmentation with a 3D SAM: ``set_image`` once, ``predict`` many times.
+
+    Args:
+        model: a :class:`Sam3D` (official weights or a stand-in), used in eval mode without gradients.
+        contract: the model's input contract (crop size and spacing in mm, modality, intensity
+            normalisation), e.g. ``SAM_MED3D_CT``.
+        device: where the model runs.
+        cache_size: image embeddings kept (one per crop position, least recently used dropped).
+
+    Coordinate frames: clicks are voxel indices ``[i, j, k]`` of the volume given to ``set_image``
+    (its own axis order); the predictor resamples a ``crop``^3 crop at the contract's spacing around
+    them (world mm through the volume's affine) and maps the answer back onto exactly that volume's
+    grid. ``Prediction.low_res_logits`` stays in the crop's frame (feed it back as ``mask_input``).
+    """
+
     def __init__(self, model: Sam3D, contract: InputContract, device: str = "cpu", cache_size: int = 4):
         if model.config.img_size != contract.crop:
             raise ValueError(f"model input {model.config.img_size}^3 does not match contract crop {contract.crop}")

@@ -45,6 +45,21 @@ class RandomFourierPE3D(nn.Module):
 
 
 class PromptEncoder3D(nn.Module):
+    """Encodes point and mask prompts for :class:`MaskDecoder3D` (SAM-Med3D's ``PromptEncoder3D``).
+
+    Args:
+        embed_dim: prompt embedding channels C (384 for ``vit_b_ori``; a multiple of 3: the Fourier
+            features are ``[sin, cos, sin]``).
+        image_embedding_size: the image embedding grid (d, h, w), e.g. (8, 8, 8).
+        input_image_size: the encoder's input crop (D, H, W) in voxels, e.g. (128, 128, 128); point
+            coordinates are voxel indices of this crop, in the tensor's own axis order.
+        mask_in_chans: hidden channels of the mask downscaling convolutions.
+
+    ``forward(points, boxes, masks)`` takes the arguments in upstream's order and names, so code written
+    against SAM-Med3D or the MuDuo reference (``prompt_encoder(points=..., boxes=None, masks=...)``)
+    runs unchanged; box prompts themselves are refused (upstream's 3-D box path is broken).
+    """
+
     def __init__(
         self,
         embed_dim: int = 384,
@@ -92,9 +107,28 @@ class PromptEncoder3D(nn.Module):
         return emb
 
     def forward(
-        self, points: tuple[torch.Tensor, torch.Tensor] | None = None, masks: torch.Tensor | None = None
+        self,
+        points: tuple[torch.Tensor, torch.Tensor] | None = None,
+        boxes: torch.Tensor | None = None,
+        masks: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (sparse (B, N, C), dense (B, C, d, h, w)) embeddings. Box prompts are not supported."""
+        """Embed the prompts.
+
+        Args:
+            points: ``(coords (B, N, 3) float voxel indices of the input crop, labels (B, N))`` with
+                labels 1 positive, 0 negative, -1 padding; a padding point is appended (as upstream does
+                when no box is given).
+            boxes: must be None. Accepted so upstream callers run unchanged; a box raises ``ValueError``.
+            masks: low-resolution mask logits (B, 1, 4d, 4h, 4w), or None for the learned no-mask embedding.
+
+        Returns:
+            ``(sparse (B, N + 1, C) or (B, 0, C) without points, dense (B, C, d, h, w))``.
+        """
+        if boxes is not None:
+            raise ValueError(
+                "box prompts are not supported: SAM-Med3D's published 3-D box path is broken; pass boxes=None "
+                "and give the box as clicks (e.g. its centre as a positive point)"
+            )
         if points is not None:
             bs = points[0].shape[0]
         elif masks is not None:
