@@ -2,13 +2,27 @@ import json
 
 import pytest
 
-from mudo_app.bench.benchmark import METHODS, PRESETS, Preset, preset_by_name, run_benchmark
+from mudo_app.bench.benchmark import METHODS, PRESETS, Preset, preset_by_name, run_benchmark, run_config
 from mudo_app.cli import main
+from mudo_app.train.config import METHODS as METHODS_OF_CONFIG
+from mudo_app.train.config import TrainConfig
 
 
-def test_presets_cover_the_issue_rows():
-    assert set(PRESETS["full"].methods) == set(METHODS) and len(PRESETS["full"].seeds) == 3
-    assert METHODS["ct_teacher_only"] == {"teachers": "ct"} and METHODS["muduo_k1"] == {"k_points": 1}
+def test_every_row_is_its_own_run_in_one_harness(tmp_path):
+    """Rows differ only in their switches: same data, budget and seed; no two rows train the same
+    thing; the ``muduo`` row is the method with the project's defaults."""
+    preset = PRESETS["full"]
+    assert set(preset.methods) == set(METHODS) and len(preset.seeds) == 3
+    configs = {m: run_config(preset, m, 1, tmp_path / "data", tmp_path / "run", 2) for m in preset.methods}
+    harness = {"datastore", "out", "seed", "threads", "iterations", "checkpoint_every", "prompt_net_iterations"}
+    defaults = TrainConfig().to_dict()
+    assert {k: v for k, v in configs["muduo"].to_dict().items() if k not in harness} == {
+        k: v for k, v in defaults.items() if k not in harness
+    }
+    switches = {m: {k: v for k, v in c.to_dict().items() if k not in harness} for m, c in configs.items()}
+    assert len({json.dumps(s, sort_keys=True) for s in switches.values()}) == len(configs)
+    assert len({(c.datastore, c.iterations, c.seed, c.prompt_net_iterations) for c in configs.values()}) == 1
+    assert {c.method for c in configs.values()} == set(METHODS_OF_CONFIG)
     assert preset_by_name("quick", ["muduo"]).methods == ("muduo",)
     with pytest.raises(ValueError, match="unknown method"):
         preset_by_name("quick", ["magic"])

@@ -23,7 +23,7 @@ from mudo_app.models.checkpoint import load_student, training_patch
 from mudo_app.predict import predict_arrays
 from mudo_app.synth import PhantomSettings
 from mudo_app.synth.writers import generate_cases, write_dataset
-from mudo_app.train.config import config_from_dict
+from mudo_app.train.config import TrainConfig, config_from_dict
 from mudo_app.train.trainer import Trainer
 
 # method name -> config fields that differ from MuDuo's defaults (the paper's ablation rows)
@@ -63,6 +63,22 @@ PRESETS = {
 TEST_SEED_OFFSET = 1000  # test cases come from another generator seed than the training pool
 
 
+def run_config(preset: Preset, method: str, seed: int, data: Path, run: Path, threads: int) -> TrainConfig:
+    """The training config of one benchmark run: the preset's shared budget and data, the row's switches."""
+    return config_from_dict(
+        {
+            "datastore": str(data),
+            "out": str(run),
+            "seed": seed,
+            "threads": threads,
+            "iterations": preset.iterations,
+            "checkpoint_every": preset.iterations,
+            "prompt_net_iterations": preset.prompt_net_iterations,
+            **METHODS[method],
+        }
+    )
+
+
 def _score(model, prep, meta, cases) -> dict:
     rows = []
     for case in cases:
@@ -97,18 +113,7 @@ def run_benchmark(preset: Preset, out: Path, threads: int = 2, progress: bool = 
         per_seed: list[dict] = []
         for seed in preset.seeds:
             run = out / "runs" / name / f"seed{seed}"
-            cfg = config_from_dict(
-                {
-                    "datastore": str(data),
-                    "out": str(run),
-                    "seed": seed,
-                    "threads": threads,
-                    "iterations": preset.iterations,
-                    "checkpoint_every": preset.iterations,
-                    "prompt_net_iterations": preset.prompt_net_iterations,
-                    **METHODS[name],
-                }
-            )
+            cfg = run_config(preset, name, seed, data, run, threads)
             seconds = _train_once(cfg, run, progress)
             model, prep, meta = load_student(run / "student.pt")
             score = _score(model, prep, meta, test)

@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from mudo_app.io.atomic import atomic_write
+
 WHOLE_BODY = (400, 400, 326)
 DEMO = (120, 80, 200)
 
@@ -128,8 +130,8 @@ def main(argv=None) -> int:
         "note": "peak_rss_gib is the whole process (inputs, model, logits); content is random",
     }
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2))
+        with atomic_write(args.out) as tmp:
+            tmp.write_text(json.dumps(result, indent=2))
     return 0
 
 

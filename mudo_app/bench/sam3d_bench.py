@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from mudo_app.bench.machine import describe
+from mudo_app.io.atomic import atomic_write
 from mudo_app.models.sam3d import SAM_MED3D_CT, STANDIN_CT, Sam3DPredictor, build_sam3d
 from mudo_app.models.sam3d.conformance import deterministic_model, fixture_module
 from mudo_app.resources import sam3d_specs
@@ -160,8 +161,8 @@ def main(argv=None) -> int:
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text)
+        with atomic_write(args.json) as tmp:
+            tmp.write_text(text)
     return 0
 
 

@@ -10,6 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from mudo_app.errors import InputError
+from mudo_app.io.atomic import atomic_write
 from mudo_app.resources import standin_teacher_dir
 
 DEFAULT_OUT = standin_teacher_dir()  # where load_teacher() finds the stand-ins
@@ -118,7 +119,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
     if report_path.is_file() and len(modalities) == 1:  # keep the other teacher's entry
         previous = json.loads(report_path.read_text()).get("teachers", {})
         report["teachers"] = {**previous, **report["teachers"]}
-    report_path.write_text(json.dumps(report, indent=2))
+    with atomic_write(report_path) as tmp:
+        tmp.write_text(json.dumps(report, indent=2))
     return 0
 
 
@@ -146,6 +148,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
             "zero_shot_dice": _evaluate(teacher.model, teacher.contract, modality, held_out, args),
         }
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+        with atomic_write(args.json) as tmp:
+            tmp.write_text(json.dumps(report, indent=2))
     return 0

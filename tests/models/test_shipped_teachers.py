@@ -1,7 +1,5 @@
 """The stand-in teachers shipped as package data (mudo_app/assets/teachers) load, say they are stand-ins, and work."""
 
-import json
-
 import numpy as np
 import pytest
 
@@ -9,7 +7,6 @@ from mudo_app.evaluation.metrics import binary_dice
 from mudo_app.models.sam3d import Sam3DPredictor
 from mudo_app.models.teachers import load_teacher
 from mudo_app.prompts.clicks import first_click
-from mudo_app.resources import standin_teacher_dir
 from mudo_app.synth import generate_cases
 
 
@@ -19,14 +16,6 @@ def test_shipped_standin_loads_as_standin(modality):
     assert teacher.standin and "STAND-IN" in teacher.describe()
     assert teacher.contract.spacing_mm == 2.0 and teacher.contract.modality == modality
     assert not any(p.requires_grad for p in teacher.model.parameters())
-
-
-def test_report_names_the_command_and_zero_shot_dice():
-    report = json.loads((standin_teacher_dir() / "report.json").read_text())
-    assert "muduo pretrain-teachers" in report["command"]
-    for modality in ("CT", "PET"):
-        scores = report["teachers"][modality]["zero_shot_dice"]
-        assert set(scores) == {"1", "3"} and "liver" in scores["1"]
 
 
 @pytest.mark.parametrize("modality", ["CT", "PET"])

@@ -88,6 +88,13 @@ def test_baselines_run_in_the_same_harness(datastore, tmp_path, method):
     _, _, meta = load_student(path)
     n_lab = len(meta["provenance"]["data"]["labelled"])
     assert n_lab == (5 if method == "fully_supervised" else 2)
+    log = _log(tmp_path / method)
+    for r in log:  # the loss is the supervised term plus lambda times the consistency term
+        assert r["loss"] == pytest.approx(r["supervised"] + r["lambda"] * r["consistency"], rel=1e-6)
+    if method == "mean_teacher":  # noisy student vs EMA teacher: a real consistency term
+        assert all(r["consistency"] > 0 and r["lambda"] > 0 for r in log), log
+    else:  # supervised baselines: no consistency term at all
+        assert all(r["consistency"] == 0.0 and r["loss"] == r["supervised"] for r in log), log
 
 
 def test_resume_reproduces_an_uninterrupted_run(datastore, tmp_path):
