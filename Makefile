@@ -43,7 +43,7 @@ format: setup
 	$(VENV)/bin/ruff check --fix-only .
 	$(VENV)/bin/ruff format .
 
-test: setup
+test: setup lint
 	PYTHONPATH= $(PY) -m pytest $(PYTEST_ARGS)
 
 $(DEMO_STAMP): $(STAMP)

@@ -37,7 +37,8 @@ class TeacherDisagreement(Strategy):
                 pred = Sam3DPredictor(teacher.model, teacher.contract, cache_size=16)
                 pred.set_image(volume.array, volume.affine, modality)
                 predictors.append(pred)
-            self._scores[key] = disagreement(label, *predictors)
+            ct_teacher, pet_teacher = predictors
+            self._scores[key] = disagreement(label, ct_teacher, pet_teacher)
             logger.info(f"teacher disagreement of {image_id}: {self._scores[key]['score']:.3f}")
         return self._scores[key]
 

@@ -55,9 +55,9 @@ def train_config(
     studies: str,
     default_iterations: int,
     out: Path,
-    init_from: Path = None,
-    ct_teacher=None,
-    pet_teacher=None,
+    init_from: Path | None = None,
+    ct_teacher: Path | None = None,
+    pet_teacher: Path | None = None,
 ) -> TrainConfig:
     """A checked TrainConfig for one server training run (InputError names a bad key or value)."""
     unknown = sorted(set(request) - OWN_KEYS - PLATFORM_KEYS)

@@ -11,6 +11,9 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from mudo_app.errors import InputError
 from mudo_app.io.volume import Volume
@@ -19,6 +22,7 @@ from mudo_app.models.teachers import Teacher, load_teacher
 from mudo_app.predict import predict_volume
 from mudo_app.resources import demo_student
 from mudo_app.runtime.choices import PRECISIONS
+from mudo_app.transforms.intensity import StudentInput
 
 # --conf keys MONAI Label itself (or its sample apps) use; passed through untouched
 MONAI_LABEL_KEYS = {
@@ -95,7 +99,7 @@ class Resources:
         self.config = config
         self._lock = threading.Lock()
         self._teachers: dict[str, Teacher] = {}
-        self._student = None  # (mtime_ns, model, prep, meta)
+        self._student: tuple[int, torch.nn.Module, StudentInput, dict[str, Any]] | None = None  # (mtime_ns, ...)
 
     def teacher(self, modality: str) -> Teacher:
         with self._lock:
@@ -116,7 +120,8 @@ class Resources:
             if self._student is None or self._student[0] != mtime:
                 model, prep, meta = load_student(path)
                 self._student = (mtime, model, prep, meta)
-            return self._student[1:]
+            _, model, prep, meta = self._student
+            return model, prep, meta
 
     def predict(self, ct: Volume, pet: Volume) -> Volume:
         """The served student's label map (0..13) on the PET grid: windows of its training patch size."""

@@ -74,7 +74,7 @@ class SamClickInfer(InferTask):
         calls = predictor.encoder_calls
         ready = time.perf_counter()
         result = predictor.predict(points=fg + bg, labels=[1] * len(fg) + [0] * len(bg))
-        label = request.get("label")
+        label = str(request.get("label"))
         name, value = (label, NAME_TO_ID[label]) if NAME_TO_ID.get(label, 0) > 0 else ("foreground", 1)
         mask = Volume(result.mask.astype(np.uint8) * value, predictor.affine)
         done = time.perf_counter()

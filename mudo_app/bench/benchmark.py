@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mudo_app.bench.machine import describe
+from mudo_app.distill.teacher_bank import patch_starts
 from mudo_app.evaluation.report import evaluate_labels, summarise
 from mudo_app.io.atomic import atomic_write
 from mudo_app.models.checkpoint import load_student, training_patch
@@ -186,13 +187,12 @@ def teacher_cost_report(methods: dict[str, dict], preset: Preset) -> dict:
     runs = methods.get("muduo", {}).get("per_seed", [])
     measured = float(np.mean([r.get("ct_encoder_calls", 0) for r in runs])) / preset.iterations if runs else None
     b, n_cls = 2, 13
-    positions = None
-    if runs:
-        from mudo_app.distill.teacher_bank import patch_starts
-
-        positions = len(patch_starts(PhantomSettings().shape, (64, 64, 64))) * preset.unlabelled
-    policies = {"published (encoder per class per patch)": b * n_cls, "no cache (encoder once per patch)": b}
+    policies: dict[str, float] = {
+        "published (encoder per class per patch)": b * n_cls,
+        "no cache (encoder once per patch)": b,
+    }
     if measured is not None:
+        positions = len(patch_starts(PhantomSettings().shape, (64, 64, 64))) * preset.unlabelled
         policies["cache, this run (measured)"] = measured
         policies["cache, 30,000 iterations (every position encoded once)"] = min(positions / 30000, b)
     out = {

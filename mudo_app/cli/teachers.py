@@ -8,6 +8,7 @@ import os
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from mudo_app.errors import InputError
 from mudo_app.io.atomic import atomic_write
@@ -97,7 +98,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
         f"muduo pretrain-teachers --cases {args.cases} --eval-cases {args.eval_cases} "
         f"--iterations {args.iterations} --seed {args.seed}"
     )
-    report = {"machine": describe(), "command": command, "teachers": {}}
+    teachers: dict[str, Any] = {}
+    report = {"machine": describe(), "command": command, "teachers": teachers}
     for modality in modalities:
         contract = STANDIN_CT if modality == "CT" else STANDIN_PET
         settings = TeacherPretrainSettings(modality=modality, iterations=args.iterations, seed=args.seed)
@@ -114,11 +116,11 @@ def run_pretrain(args: argparse.Namespace) -> int:
             "zero_shot_dice": _evaluate(model, contract, modality, held_out, args),
         }
         save_standin(args.out / fname, model, settings.architecture, modality, provenance)
-        report["teachers"][modality] = provenance
+        teachers[modality] = provenance
     report_path = args.out / "report.json"
     if report_path.is_file() and len(modalities) == 1:  # keep the other teacher's entry
         previous = json.loads(report_path.read_text()).get("teachers", {})
-        report["teachers"] = {**previous, **report["teachers"]}
+        report["teachers"] = {**previous, **teachers}
     with atomic_write(report_path) as tmp:
         tmp.write_text(json.dumps(report, indent=2))
     return 0
@@ -133,16 +135,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
     _check_positive(args, ("eval_cases", "threads"))
     torch.set_num_threads(args.threads)
     held_out = _held_out(args)
+    teachers: dict[str, Any] = {}
     report = {
         "machine": describe(),
         "held_out": f"synthetic seed {_data_seed(args)}, cases "
         f"{HELD_OUT_FIRST}..{HELD_OUT_FIRST + args.eval_cases - 1}",
-        "teachers": {},
+        "teachers": teachers,
     }
     for modality, path in (("CT", args.ct), ("PET", args.pet)):
         teacher = load_teacher(modality, path)
         print(teacher.describe())
-        report["teachers"][modality] = {
+        teachers[modality] = {
             "checkpoint": teacher.checkpoint,
             "standin": teacher.standin,
             "zero_shot_dice": _evaluate(teacher.model, teacher.contract, modality, held_out, args),

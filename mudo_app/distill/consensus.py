@@ -88,11 +88,11 @@ def fuse(
     if settings.teachers == "both":
         if alpha is None:
             alpha = (rng or np.random.default_rng()).uniform(0.0, 1.0, size=b)
-        alpha = torch.as_tensor(np.asarray(alpha, np.float64)).to(p_ct)
+        weight = torch.as_tensor(np.asarray(alpha, np.float64)).to(p_ct)
     else:
-        alpha = torch.full((b,), 1.0 if settings.teachers == "ct" else 0.0, dtype=p_ct.dtype, device=p_ct.device)
-    alpha = alpha.reshape(b, *([1] * (p_ct.ndim - 1)))
-    return ((alpha * p_ct + (1 - alpha) * p_pet) > 0.5).to(p_ct.dtype)
+        weight = torch.full((b,), 1.0 if settings.teachers == "ct" else 0.0, dtype=p_ct.dtype, device=p_ct.device)
+    weight = weight.reshape(b, *([1] * (p_ct.ndim - 1)))
+    return ((weight * p_ct + (1 - weight) * p_pet) > 0.5).to(p_ct.dtype)
 
 
 def soft_dice_loss(student: torch.Tensor, target: torch.Tensor, kept: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

@@ -42,7 +42,7 @@ def muduo_consistency(
     k_points: int,
     alphas: np.ndarray,
     shard: Shard = Shard(),
-) -> (torch.Tensor, dict[str, float]):
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Consistency loss for this rank's samples.
 
     ``student_prob``: (b, n_classes_total, Pi, Pj, Pk) softmax of the local samples, un-augmented;
@@ -61,11 +61,13 @@ def muduo_consistency(
     use_ct, use_pet = settings.teachers in ("both", "ct"), settings.teachers in ("both", "pet")
     for s, sample in enumerate(samples):
         if use_ct:
+            assert ct_bank is not None, "teachers 'both' or 'ct' need the CT teacher"
             frame = ct_bank.frame(sample.ct.spacing)
             emb = ct_bank.embedding(("ct", sample.key), sample.ct, sample.centre_world)
             p_ct[s] = ct_bank.from_masks(emb, frame, student_prob[s, list(class_ids)].detach())
         if not use_pet:
             continue
+        assert pet_bank is not None and sample.prompt_region is not None, "the PET teacher needs its prompt regions"
         rng = np.random.default_rng(list(sample.point_seed))
         points = [point_prompts(sample.prompt_region == c, k_points, rng) for c in class_ids]
         valid[s] = torch.tensor([p is not None for p in points])
@@ -73,7 +75,7 @@ def muduo_consistency(
             frame = pet_bank.frame(sample.pet.spacing)
             emb = pet_bank.embedding(("pet", sample.key), sample.pet, sample.centre_world)
             idx = [c for c, p in enumerate(points) if p is not None]
-            p_pet[s, idx] = pet_bank.from_points(emb, frame, [points[c] for c in idx])
+            p_pet[s, idx] = pet_bank.from_points(emb, frame, [p for p in points if p is not None])
     if not use_pet:
         valid[:] = True
     iou = torch.stack([soft_iou(p_ct[:, c], p_pet[:, c]) for c in range(n_cls)], 1) if b else torch.zeros((0, n_cls))

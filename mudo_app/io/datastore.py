@@ -21,6 +21,7 @@ import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -48,6 +49,12 @@ class Case:
     ct: Volume
     pet: Volume
     label: Volume | None = None
+
+    def require_label(self) -> Volume:
+        """The label, or :class:`InputError` for an unlabelled case."""
+        if self.label is None:
+            raise InputError(f"case {self.case_id!r} has no label")
+        return self.label
 
 
 def check_case(ct: Volume, pet: Volume, label: Volume | None = None, case_id: str = "case") -> None:
@@ -116,7 +123,7 @@ class PetCtDatastore:
         label = load_volume(lp, f"{case_id} label") if lp.is_file() else None
         return Case(case_id, ct, pet, label)
 
-    def meta(self, case_id: str) -> dict:
+    def meta(self, case_id: str) -> dict[str, Any]:
         p = self.meta_path(case_id)
         return json.loads(p.read_text()) if p.is_file() else {}
 
@@ -131,7 +138,7 @@ class PetCtDatastore:
         ct: Volume,
         pet: Volume,
         label: Volume | None = None,
-        meta: dict | None = None,
+        meta: dict[str, Any] | None = None,
         ground_truth: Volume | None = None,
         overwrite: bool = False,
     ) -> None:

@@ -17,16 +17,18 @@ labels exactly on the PET grid with values of the label map. A bad case is skipp
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
 from mudo_app.errors import InputError
 from mudo_app.io.datastore import PetCtDatastore
-from mudo_app.io.volume import CT_FILL_HU, Volume, ct_on_pet_grid, load_volume, same_grid
+from mudo_app.io.volume import CT_FILL_HU, PathLike, Volume, ct_on_pet_grid, load_volume, same_grid
 from mudo_app.labels import LESION, ORGAN_IDS, check_label_values
 
 SOURCES = ("autopet", "autopet-organ", "nnunet")
@@ -93,7 +95,7 @@ def discover(source: str, src: Path) -> Iterator[SourceCase]:
         )
 
 
-def _load_label(path: Path, what: str, pet: Volume, allowed=None) -> np.ndarray:
+def _load_label(path: Path, what: str, pet: Volume, allowed: Sequence[int] | None = None) -> NDArray[Any]:
     vol = load_volume(path, what)
     if not same_grid(vol, pet):
         raise InputError(f"{what} {vol.shape} is not on the PET grid {pet.shape} (shape or affine differ)")
@@ -104,7 +106,7 @@ def _load_label(path: Path, what: str, pet: Volume, allowed=None) -> np.ndarray:
     return vol.array.astype(np.uint8)
 
 
-def load_source_case(sc: SourceCase) -> tuple:
+def load_source_case(sc: SourceCase) -> tuple[Volume, Volume, Volume | None, list[str]]:
     """Load and check one case: ``(ct, pet, label_or_None, notes)``; raises :class:`InputError`."""
     notes: list[str] = []
     if not sc.pet.exists():
@@ -135,7 +137,7 @@ def load_source_case(sc: SourceCase) -> tuple:
     return Volume(ct_array, pet.affine.copy()), pet, lab, notes
 
 
-def import_tree(source: str, src, datastore, progress: bool = True) -> ImportReport:
+def import_tree(source: str, src: PathLike, datastore: PathLike, progress: bool = True) -> ImportReport:
     """Import every case of ``src`` into ``datastore``; never raises for a single bad case."""
     src = Path(src)
     cases = list(discover(source, src))

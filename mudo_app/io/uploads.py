@@ -35,6 +35,8 @@ def read_petct_upload(path: PathLike) -> tuple[Volume, Volume]:
     """
     try:
         img = nib.load(str(path))
+        if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+            raise TypeError(f"a {type(img).__name__}, not a NIfTI image")
         data = np.asanyarray(img.dataobj).astype(np.float32)
     except Exception as exc:  # nibabel raises many kinds for a bad file
         raise InputError(f"upload is not a readable NIfTI volume: {exc}") from exc

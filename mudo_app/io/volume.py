@@ -9,11 +9,14 @@ exact target grid (shape + affine).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
 from scipy import ndimage
 
 from mudo_app.errors import InputError
@@ -27,8 +30,8 @@ NIFTI_SUFFIXES = (".nii.gz", ".nii")
 class Volume:
     """A 3-D array on a voxel grid. ``array[i, j, k]``; ``affine`` (4, 4) voxel -> world RAS+ mm."""
 
-    array: np.ndarray
-    affine: np.ndarray
+    array: NDArray[Any]
+    affine: NDArray[Any]
 
     def __post_init__(self) -> None:
         self.affine = np.array(self.affine, dtype=np.float64)  # own copy: never shared between volumes
@@ -52,6 +55,14 @@ class Volume:
         return "".join(nib.aff2axcodes(self.affine))
 
 
+def _nifti(path: PathLike) -> nib.Nifti1Image:
+    """``nib.load`` of a NIfTI file (nibabel's loader is typed for any image kind)."""
+    img = nib.load(str(path))
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise ValueError(f"not a NIfTI image: {type(img).__name__}")
+    return img
+
+
 def case_name(path: PathLike) -> str:
     """File name without its NIfTI suffix: ``/a/case_001.nii.gz`` -> ``case_001``."""
     name = Path(path).name
@@ -65,7 +76,7 @@ _LPS = np.diag([-1.0, -1.0, 1.0])
 _SPACES = {"left-posterior-superior": _LPS, "LPS": _LPS, "right-anterior-superior": np.eye(3), "RAS": np.eye(3)}
 
 
-def _read_nrrd(path: Path):
+def _read_nrrd(path: Path) -> tuple[NDArray[Any], NDArray[Any]]:
     """(array [i, j, k], RAS affine) of a NRRD file (3D Slicer's label format)."""
     import nrrd
 
@@ -82,7 +93,7 @@ def _read_nrrd(path: Path):
     return data, affine
 
 
-def _write_nrrd(array: np.ndarray, affine: np.ndarray, path: str) -> None:
+def _write_nrrd(array: NDArray[Any], affine: NDArray[Any], path: str) -> None:
     import nrrd
 
     header = {
@@ -95,7 +106,9 @@ def _write_nrrd(array: np.ndarray, affine: np.ndarray, path: str) -> None:
     nrrd.write(path, np.ascontiguousarray(array), header, index_order="F")
 
 
-def load_volume(path: PathLike, what: str = "volume", dtype=None, allow_nonfinite: bool = False) -> Volume:
+def load_volume(
+    path: PathLike, what: str = "volume", dtype: DTypeLike | None = None, allow_nonfinite: bool = False
+) -> Volume:
     """Read a NIfTI (or NRRD) file as a :class:`Volume`; a trailing singleton 4th axis is dropped.
 
     Raises :class:`InputError` naming ``what`` and the file for a missing, unreadable or corrupt
@@ -108,7 +121,7 @@ def load_volume(path: PathLike, what: str = "volume", dtype=None, allow_nonfinit
         if path.suffix == ".nrrd":
             data, affine = _read_nrrd(path)
         else:
-            img = nib.load(str(path))
+            img = _nifti(path)
             data, affine = np.asanyarray(img.dataobj), img.affine
     except Exception as exc:  # any reader failure is a bad file: nibabel and pynrrd raise many kinds
         raise InputError(f"{what}: cannot read {path}: {exc}") from exc
@@ -124,7 +137,7 @@ def load_volume(path: PathLike, what: str = "volume", dtype=None, allow_nonfinit
     return Volume(np.ascontiguousarray(data), affine)
 
 
-def save_volume(volume: Volume, path: PathLike, dtype=None) -> Path:
+def save_volume(volume: Volume, path: PathLike, dtype: DTypeLike | None = None) -> Path:
     """Write ``volume`` to ``path`` (NIfTI, or NRRD for a ``.nrrd`` name) atomically: a temporary file
     in the same folder, then rename.
 
@@ -146,7 +159,7 @@ def save_volume(volume: Volume, path: PathLike, dtype=None) -> Path:
     return path
 
 
-def on_grid(volume: Volume, shape, affine: np.ndarray, atol_mm: float = 1e-3) -> bool:
+def on_grid(volume: Volume, shape: Sequence[int], affine: NDArray[Any], atol_mm: float = 1e-3) -> bool:
     """True when ``volume`` has ``shape`` and an affine equal to ``affine`` within ``atol_mm``."""
     return volume.shape == tuple(shape) and bool(np.allclose(volume.affine, affine, atol=atol_mm, rtol=0))
 
@@ -156,17 +169,18 @@ def same_grid(a: Volume, b: Volume, atol_mm: float = 1e-3) -> bool:
     return on_grid(a, b.shape, b.affine, atol_mm)
 
 
-def read_grid(path: PathLike, what: str = "volume") -> tuple[tuple[int, int, int], np.ndarray]:
+def read_grid(path: PathLike, what: str = "volume") -> tuple[tuple[int, int, int], NDArray[Any]]:
     """``(shape, affine)`` of a NIfTI file from its header alone (no voxel data is read)."""
     try:
-        img = nib.load(str(path))
+        img = _nifti(path)
     except (OSError, EOFError, nib.filebasedimages.ImageFileError, ValueError) as exc:
         raise InputError(f"{what}: cannot read {path}: {exc}") from exc
-    return tuple(int(s) for s in img.shape[:3]), img.affine
+    i, j, k = (int(s) for s in img.shape[:3])
+    return (i, j, k), np.asarray(img.affine)
 
 
 def resample_to_grid(
-    volume: Volume, shape: tuple[int, int, int], affine: np.ndarray, order: int = 1, fill: float = 0.0
+    volume: Volume, shape: tuple[int, int, int], affine: NDArray[Any], order: int = 1, fill: float = 0.0
 ) -> Volume:
     """Resample ``volume`` onto the grid ``(shape, affine)``; world positions are preserved.
 

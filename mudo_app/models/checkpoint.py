@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -29,12 +31,12 @@ FORMAT = "muduo-student/1"
 
 
 def save_student(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     model: torch.nn.Module,
     name: str,
-    kwargs: dict | None = None,
+    kwargs: dict[str, Any] | None = None,
     preprocessing: StudentInput | None = None,
-    provenance: dict | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> Path:
     """Publish a student checkpoint atomically (temporary file in the same folder, then rename)."""
     path = Path(path)
@@ -53,7 +55,9 @@ def save_student(
     return path
 
 
-def load_student(path: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn.Module, StudentInput, dict]:
+def load_student(
+    path: str | os.PathLike[str], device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, StudentInput, dict[str, Any]]:
     """(model in eval mode, its input normalisation, the checkpoint's metadata); strict, no code execution."""
     path = Path(path)
     ckpt = read_checkpoint(path)
@@ -86,8 +90,9 @@ def publish_student(source: str | os.PathLike[str], target: str | os.PathLike[st
     return target
 
 
-def training_patch(meta: dict, default=(64, 64, 64)) -> tuple[int, int, int]:
+def training_patch(meta: dict[str, Any], default: Sequence[int] = (64, 64, 64)) -> tuple[int, int, int]:
     """The patch size the student was trained on (its provenance), which is also the sliding-window
     size to infer with: instance-normalised networks see other statistics in larger windows."""
     patch = meta.get("provenance", {}).get("config", {}).get("patch")
-    return tuple(int(p) for p in patch) if patch else tuple(default)
+    i, j, k = (int(p) for p in (patch or default))
+    return i, j, k

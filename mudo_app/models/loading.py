@@ -26,13 +26,13 @@ _SAFE_GLOBALS = [
     collections.OrderedDict,
     np.dtype,
     np.ndarray,
-    np.core.multiarray._reconstruct,
-    np.core.multiarray.scalar,
+    np.core.multiarray._reconstruct,  # type: ignore[attr-defined]
+    np.core.multiarray.scalar,  # type: ignore[attr-defined]
 ]
 _SAFE_GLOBALS += [type(np.dtype(t)) for t in (np.float32, np.float64, np.int64, np.int32, np.bool_)]
 
 
-def read_checkpoint(path: str | os.PathLike) -> Any:
+def read_checkpoint(path: str | os.PathLike[str]) -> Any:
     """The object saved in ``path``; :class:`InputError` for a missing, truncated or unsafe file."""
     path = Path(path)
     if not path.is_file():
@@ -57,7 +57,7 @@ def state_dict_from(obj: Any, source: str) -> Mapping[str, torch.Tensor]:
     return obj
 
 
-def read_state_dict(path: str | os.PathLike) -> Mapping[str, torch.Tensor]:
+def read_state_dict(path: str | os.PathLike[str]) -> Mapping[str, torch.Tensor]:
     """Read a bare state dict or a training checkpoint holding one under ``model_state_dict``."""
     return state_dict_from(read_checkpoint(path), f"checkpoint {path}")
 
@@ -74,7 +74,7 @@ def load_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str
     )
     if missing or unexpected or misshaped:
 
-        def _fmt(name, items):
+        def _fmt(name: str, items: list[str]) -> str:
             return f"{len(items)} {name} ({', '.join(items[:5])}{', ...' if len(items) > 5 else ''})" if items else ""
 
         parts = [

@@ -6,7 +6,8 @@ name and arguments a checkpoint carries.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch.nn as nn
 from monai.networks.nets import UNet
@@ -14,7 +15,9 @@ from monai.networks.nets import UNet
 from mudo_app.labels import NUM_CLASSES
 
 
-def _unet(channels, in_channels: int = 2, out_channels: int = NUM_CLASSES, num_res_units: int = 1) -> nn.Module:
+def _unet(
+    channels: Sequence[int], in_channels: int = 2, out_channels: int = NUM_CLASSES, num_res_units: int = 1
+) -> nn.Module:
     return UNet(
         spatial_dims=3,
         in_channels=in_channels,
@@ -38,7 +41,7 @@ STUDENTS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build_student(name: str = "unet_lite", **kwargs) -> nn.Module:
+def build_student(name: str = "unet_lite", **kwargs: Any) -> nn.Module:
     """Build a registered student; ``kwargs`` (``in_channels``, ``out_channels``...) go to the builder."""
     if name not in STUDENTS:
         raise ValueError(f"unknown student {name!r}; choose one of {sorted(STUDENTS)}")

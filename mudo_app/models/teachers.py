@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -50,7 +51,9 @@ class Teacher:
         return f"{self.name}: {kind}, {self.checkpoint}"
 
 
-def save_standin(path: str | os.PathLike, model: Sam3D, config: str, modality: str, provenance: dict) -> None:
+def save_standin(
+    path: str | os.PathLike[str], model: Sam3D, config: str, modality: str, provenance: dict[str, Any]
+) -> None:
     """Write a stand-in teacher (fp16 weights + what rebuilds it) atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,7 +70,9 @@ def save_standin(path: str | os.PathLike, model: Sam3D, config: str, modality: s
         torch.save(payload, tmp)
 
 
-def load_teacher(modality: str, checkpoint: str | os.PathLike | None = None, device: str = "cpu") -> Teacher:
+def load_teacher(
+    modality: str, checkpoint: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu"
+) -> Teacher:
     """The frozen teacher for ``modality`` ("CT" or "PET").
 
     ``checkpoint`` None: the shipped stand-in. A stand-in file (written by ``save_standin``) rebuilds its
@@ -91,7 +96,7 @@ def load_teacher(modality: str, checkpoint: str | os.PathLike | None = None, dev
         contract = standin_contract
     else:
         model = build_sam3d("vit_b_ori")
-        state = state_dict_from(ckpt, f"checkpoint {path}")
+        state = dict(state_dict_from(ckpt, f"checkpoint {path}"))
         contract = official_contract
     load_strict(model, state, f"checkpoint {path}")
     model = model.to(device).eval()

@@ -43,8 +43,7 @@ def shard_from_env(device: torch.device = torch.device("cpu")) -> Shard:
         return Shard()
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        kwargs = {"device_id": device} if device.type == "cuda" else {}
-        dist.init_process_group(backend, **kwargs)
+        dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
     return Shard(dist.get_rank(), dist.get_world_size())
 
 

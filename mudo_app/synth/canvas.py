@@ -60,7 +60,7 @@ class Canvas:
         spacing: Sequence[float],
         origin: Sequence[float],
         deformation: Deformation,
-        pose: np.ndarray = None,
+        pose: np.ndarray | None = None,
         pivot: Sequence[float] = (0.0, 0.0, 0.0),
     ):
         self.shape = tuple(int(s) for s in shape)

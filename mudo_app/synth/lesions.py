@@ -22,7 +22,7 @@ SITES = (
 SITE_P = np.array([0.16, 0.14, 0.12, 0.05, 0.12, 0.12, 0.07, 0.08, 0.07, 0.07])
 
 
-def _random_voxel_world(p, mask: np.ndarray, rng) -> np.ndarray:
+def _random_voxel_world(p, mask: np.ndarray, rng) -> np.ndarray | None:
     idx = np.flatnonzero(mask)
     if idx.size == 0:
         return None

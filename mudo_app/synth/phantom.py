@@ -9,6 +9,7 @@ patient. What it models and what it does not is documented in ``sample-datasets/
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -62,7 +63,7 @@ class Painter:
         if label is not None:
             self.label[sl][mask] = label
 
-    def ellipsoid(self, centre, semi, rot=None, warp: Deformation = None, **values):
+    def ellipsoid(self, centre, semi, rot=None, warp: Deformation | None = None, **values):
         """Paint an ellipsoid; ``warp`` (an organ's own small-scale deformation) makes it irregular."""
         reach = max(semi) * 1.2
         sl = self.canvas.box(np.subtract(centre, reach), np.add(centre, reach))
@@ -126,7 +127,7 @@ def _lungs(p: Painter, a: dict) -> None:
         centre = _jit(a, "lung_r" if side > 0 else "lung_l", (side * a["lung_x"], a["y_body"] - 5, a["z_lung"]))
         semi = (a["lung_semi"][0], a["lung_semi"][1], a["lung_semi"][2] * (1.0 if side > 0 else 1.04))
         reach = max(semi)
-        sl = p.canvas.box(np.subtract(centre, reach), np.add(centre, reach))
+        sl = p.canvas.box([c - reach for c in centre], [c + reach for c in centre])
         x, y, z = a["_warps"]["lung_r" if side > 0 else "lung_l"].apply(*p.canvas.coords(sl))
         inside = (
             ellipsoid_radius((x, y, z), centre, semi, _rot(a, "lung_r" if side > 0 else "lung_l", side * 0.08)) < 1.0
@@ -239,7 +240,8 @@ CONTRAST_HU = {"none": (42, 58, 47, 35), "venous": (160, 115, 120, 170), "arteri
 
 def _jit(a: dict, organ: str, centre) -> tuple[float, float, float]:
     """An organ's nominal centre moved by the patient's own offset for that organ (mm)."""
-    return tuple(float(c + d) for c, d in zip(centre, a["shift"][organ]))
+    x, y, z = (float(c + d) for c, d in zip(centre, a["shift"][organ]))
+    return x, y, z
 
 
 def _w(a: dict, organ: str) -> Deformation:
@@ -261,7 +263,7 @@ def sample_anatomy(rng: np.random.Generator, settings: PhantomSettings) -> dict:
     blood_hu, liver_hu, spleen_hu, kidney_hu = (v + u(-15, 15) for v in CONTRAST_HU[phase])
     organ_scale = {o: u(0.85, 1.18) for o in ORGANS_JITTERED}
     s = lambda o, semi: tuple(float(x * organ_scale[o]) for x in semi)  # noqa: E731
-    a = dict(
+    a: dict[str, Any] = dict(
         domain=domain,
         male=bool(u() < 0.6),
         h=h,
@@ -381,7 +383,7 @@ def _acquire(p: Painter, rng, a: dict, spacing: np.ndarray):
 
 
 def _jsonable(d: dict) -> dict:
-    out = {}
+    out: dict[str, Any] = {}
     for k, v in d.items():
         if k.startswith("_"):
             continue

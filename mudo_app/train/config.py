@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import tomllib
 import typing
 from dataclasses import dataclass, fields
@@ -148,7 +149,7 @@ class TrainConfig(ConsensusSettings):
         out["patch"] = list(self.patch)
         return out
 
-    def replace(self, **changes) -> TrainConfig:
+    def replace(self, **changes: Any) -> TrainConfig:
         return config_from_dict({**self.to_dict(), **changes})
 
 
@@ -193,7 +194,7 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     return TrainConfig(**{k: _coerce(k, known[k], v) for k, v in values.items()})
 
 
-def load_config(path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read a ``.json`` or ``.toml`` config file; ``overrides`` (e.g. from the CLI) win."""
     path = Path(path)
     if not path.is_file():

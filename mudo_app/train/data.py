@@ -76,7 +76,7 @@ def load_training_set(config: TrainConfig, prep: StudentInput = StudentInput()) 
     labelled, unlabelled = [], []
     for cid in labelled_ids:
         case = store.load_case(cid)
-        labelled.append(_labelled(cid, prep(case.ct.array, case.pet.array), case.label.array, config))
+        labelled.append(_labelled(cid, prep(case.ct.array, case.pet.array), case.require_label().array, config))
     for cid in unlabelled_ids:
         case = store.load_case(cid)
         image = prep(case.ct.array, case.pet.array)

@@ -37,7 +37,7 @@ def train_supervised(
     if not cases or any(c.label is None for c in cases):
         raise ValueError("train_supervised needs at least one case, every case labelled")
     prep = StudentInput()
-    data = [(prep(c.ct.array, c.pet.array), c.label.array.astype(np.int64)) for c in cases]
+    data = [(prep(c.ct.array, c.pet.array), c.require_label().array.astype(np.int64)) for c in cases]
     return fit_supervised(build_student(settings.student), data, settings, progress)
 
 

@@ -72,14 +72,15 @@ def sample_crop(
 
     ``voxels``: :func:`class_voxels` of the case's label, precomputed once per case.
     """
-    voxels = class_voxels(case.label.array) if voxels is None else voxels
+    label = case.require_label()
+    voxels = class_voxels(label.array) if voxels is None else voxels
     cls = int(rng.choice(list(voxels)))
     idx = voxels[cls]
     vox = idx[rng.integers(len(idx))]
-    world = (case.label.affine @ [*vox, 1])[:3] + rng.normal(scale=jitter_mm, size=3)
-    crop = CropGrid(case.label.affine, world, contract.spacing_mm, contract.crop)
+    world = (label.affine @ [*vox, 1])[:3] + rng.normal(scale=jitter_mm, size=3)
+    crop = CropGrid(label.affine, world, contract.spacing_mm, contract.crop)
     image = contract.normalise(crop.sample(_image(case, modality), contract.fill))
-    target = resample_to_grid(case.label, (crop.size,) * 3, crop.affine, order=0).array == cls
+    target = resample_to_grid(label, (crop.size,) * 3, crop.affine, order=0).array == cls
     return image, target, cls
 
 
@@ -96,7 +97,7 @@ def pretrain_teacher(
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     model = build_sam3d(settings.architecture).train()
-    voxels = [class_voxels(c.label.array) for c in cases]
+    voxels = [class_voxels(c.require_label().array) for c in cases]
     opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=settings.lr, total_steps=settings.iterations, pct_start=0.1)
     dice = DiceLoss(sigmoid=True)
@@ -113,7 +114,7 @@ def pretrain_teacher(
         targets = torch.from_numpy(np.stack(targets_np)).float()[:, None]
         emb = model.image_encoder(images)
         clicks = [[(tuple(first_click(t, rng).tolist()), 1)] for t in targets_np]
-        mask_prompt, loss = None, 0.0
+        mask_prompt, loss = None, torch.zeros(())
         for step in range(settings.clicks):
             logits, iou = model.decode(emb, points=_clicks_tensor(clicks), mask=mask_prompt)
             up = F.interpolate(logits, size=images.shape[2:], mode="trilinear", align_corners=False)

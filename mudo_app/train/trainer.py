@@ -104,9 +104,13 @@ class Trainer:
                 self.prompt_net = load_or_train_prompt_net(
                     data.labelled, c, self.out, self.shard, self.progress, reuse=resume, device=self.device
                 )
-        opt_cls = torch.optim.SGD if c.optimiser == "sgd" else torch.optim.AdamW
-        kw = {"momentum": c.momentum} if c.optimiser == "sgd" else {}
-        self.optimiser = opt_cls(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay, **kw)
+        self.optimiser: torch.optim.Optimizer
+        if c.optimiser == "sgd":
+            self.optimiser = torch.optim.SGD(
+                self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay, momentum=c.momentum
+            )
+        else:
+            self.optimiser = torch.optim.AdamW(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimiser, lambda it: max(0.0, 1 - it / c.iterations) ** 0.9
         )
@@ -166,6 +170,7 @@ class Trainer:
     def _region(self, case, pos: int) -> np.ndarray:
         if pos not in case.regions:
             x = torch.from_numpy(np.ascontiguousarray(case.patch(pos, self.config.patch)[1:]))[None].to(self.device)
+            assert self.prompt_net is not None, "MuDuo's PET teacher needs the prompt network"
             with torch.no_grad():
                 case.regions[pos] = self.prompt_net(x).argmax(1)[0].cpu().numpy().astype(np.uint8)
         return case.regions[pos]
@@ -190,7 +195,7 @@ class Trainer:
         nl = len(xs)
         sup = self.loss_fn(logits[:nl], torch.stack(ys)[:, None].long().to(self.device))
         lam = consistency_weight(self.iteration, c.iterations, c.lambda_max)
-        cons, stats = logits.sum() * 0.0, {}
+        cons, stats = logits.sum() * 0.0, dict[str, float]()
         if c.method == "muduo":
             prob = torch.softmax(logits[nl:], 1)
             prob = torch.stack([aug.invert(p) for p, (_, _, aug, _) in zip(prob, unl_local)])
@@ -217,6 +222,7 @@ class Trainer:
                 shard,
             )
         elif c.method == "mean_teacher":
+            assert self.ema is not None
             with torch.no_grad():
                 target = torch.softmax(self.ema(clean), 1)
             cons = ((torch.softmax(logits[nl:], 1) - target) ** 2).mean()

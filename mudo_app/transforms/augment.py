@@ -21,7 +21,8 @@ class FlipRot:
     @staticmethod
     def draw(rng: np.random.Generator, square_axial: bool = True) -> FlipRot:
         """A random transform; rotation only when the patch's i and j sides are equal."""
-        flips = tuple(bool(f) for f in rng.random(3) < 0.5)
+        fi, fj, fk = (bool(f) for f in rng.random(3) < 0.5)
+        flips = (fi, fj, fk)
         turns = int(rng.integers(4))
         return FlipRot(flips, turns if square_axial else 0)
 

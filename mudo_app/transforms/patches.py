@@ -36,16 +36,16 @@ def random_patch(
     voxels = class_voxels(label) if voxels is None else voxels
     image, label = pad_to(image, label, size)  # padding at the end keeps voxel indices valid
     shape = np.array(label.shape)
-    size = np.array(size)
+    sides = np.array(size)
     if rng.random() < foreground_prob:
         classes = list(voxels)
         if classes:
             idx = voxels[int(rng.choice(classes))]
             centre = idx[rng.integers(len(idx))]
-            start = np.clip(centre - size // 2, 0, shape - size)
+            start = np.clip(centre - sides // 2, 0, shape - sides)
         else:
-            start = np.array([rng.integers(0, s - p + 1) for s, p in zip(shape, size)])
+            start = np.array([rng.integers(0, s - p + 1) for s, p in zip(shape, sides)])
     else:
-        start = np.array([rng.integers(0, s - p + 1) for s, p in zip(shape, size)])
-    sl = tuple(slice(int(a), int(a + p)) for a, p in zip(start, size))
+        start = np.array([rng.integers(0, s - p + 1) for s, p in zip(shape, sides)])
+    sl = tuple(slice(int(a), int(a + p)) for a, p in zip(start, sides))
     return image[(slice(None), *sl)], label[sl]

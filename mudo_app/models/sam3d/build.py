@@ -77,14 +77,18 @@ class Sam3D(nn.Module):
         )
 
     def decode(
-        self, embedding: torch.Tensor, points=None, mask: torch.Tensor | None = None, multimask_output: bool = False
-    ):
+        self,
+        embedding: torch.Tensor,
+        points: tuple[torch.Tensor, torch.Tensor] | None = None,
+        mask: torch.Tensor | None = None,
+        multimask_output: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompts -> (low-res logits, IoU). ``points`` = (coords (B, N, 3), labels (B, N)) or None."""
         sparse, dense = self.prompt_encoder(points=points, masks=mask)
         return self.mask_decoder(embedding, self.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output)
 
 
-def build_sam3d(name: str = "vit_b_ori", checkpoint: str | os.PathLike | None = None) -> Sam3D:
+def build_sam3d(name: str = "vit_b_ori", checkpoint: str | os.PathLike[str] | None = None) -> Sam3D:
     """Build a registered 3D SAM in eval mode, loading ``checkpoint`` strictly when given."""
     if name not in SAM3D_CONFIGS:
         raise InputError(f"unknown 3D SAM configuration {name!r}; choose one of {sorted(SAM3D_CONFIGS)}")

@@ -26,7 +26,7 @@ class LayerNorm3d(nn.Module):
 class MLPBlock(nn.Module):
     """``lin2(act(lin1(x)))`` (transformer feed-forward)."""
 
-    def __init__(self, dim: int, hidden: int, act=nn.GELU):
+    def __init__(self, dim: int, hidden: int, act: type[nn.Module] = nn.GELU):
         super().__init__()
         self.lin1 = nn.Linear(dim, hidden)
         self.lin2 = nn.Linear(hidden, dim)

@@ -19,6 +19,8 @@ def fixture_module(specs: Path) -> ModuleType:
     """The fixture's ``deterministic_weights`` module (weights and inputs as pure functions)."""
     path = Path(specs) / "deterministic_weights.py"
     spec = importlib.util.spec_from_file_location("deterministic_weights", path)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"3D SAM conformance fixture not loadable: {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

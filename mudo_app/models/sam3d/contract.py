@@ -8,11 +8,14 @@ tensor index ``(D, H, W)`` the model sees, and point prompts are given in that o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from numpy.typing import NDArray
 
 from mudo_app.io.volume import Volume, resample_to_grid
 
@@ -34,7 +37,7 @@ class InputContract:
     clip: tuple[float, float] | None = None
     fill: float = 0.0
 
-    def normalise(self, crop: np.ndarray) -> np.ndarray:
+    def normalise(self, crop: NDArray[Any]) -> NDArray[Any]:
         x = crop.astype(np.float32)
         if self.clip is not None:
             x = np.clip(x, *self.clip)
@@ -54,7 +57,7 @@ STANDIN_PET = InputContract("standin_pet", "PET", spacing_mm=2.0, fill=0.0)
 class CropGrid:
     """A ``size``^3 grid of ``spacing`` mm centred on a world point, axes parallel to the volume's."""
 
-    def __init__(self, volume_affine: np.ndarray, centre_world: np.ndarray, spacing: float, size: int):
+    def __init__(self, volume_affine: NDArray[Any], centre_world: NDArray[Any], spacing: float, size: int):
         directions = volume_affine[:3, :3] / np.linalg.norm(volume_affine[:3, :3], axis=0)
         self.size = int(size)
         self.affine = np.eye(4)
@@ -62,20 +65,22 @@ class CropGrid:
         self.affine[:3, 3] = np.asarray(centre_world, float) - self.affine[:3, :3] @ np.full(3, (size - 1) / 2)
         self.centre_world = np.asarray(centre_world, float)
 
-    def world_to_crop(self, world: np.ndarray) -> np.ndarray:
+    def world_to_crop(self, world: NDArray[Any]) -> NDArray[Any]:
         """(N, 3) world mm -> (N, 3) crop voxel coordinates (float)."""
         w = np.c_[np.asarray(world, float), np.ones(len(world))]
         return (np.linalg.inv(self.affine) @ w.T).T[:, :3]
 
-    def contains(self, crop_coords: np.ndarray, margin: float = 0.0) -> bool:
+    def contains(self, crop_coords: NDArray[Any], margin: float = 0.0) -> bool:
         c = np.asarray(crop_coords)
         return bool(np.all(c >= margin) and np.all(c <= self.size - 1 - margin))
 
-    def sample(self, volume: Volume, fill: float) -> np.ndarray:
+    def sample(self, volume: Volume, fill: float) -> NDArray[Any]:
         """The volume resampled (trilinear) onto this crop: (size, size, size) float32."""
         return resample_to_grid(volume, (self.size,) * 3, self.affine, order=1, fill=fill).array
 
-    def to_volume_grid(self, crop_values: torch.Tensor, volume_shape, volume_affine: np.ndarray) -> np.ndarray:
+    def to_volume_grid(
+        self, crop_values: torch.Tensor, volume_shape: Sequence[int], volume_affine: NDArray[Any]
+    ) -> NDArray[Any]:
         """Map (size^3) crop values back onto the volume grid (trilinear; 0 outside the crop).
 
         Only the box of volume voxels the crop covers is computed; the result has ``volume_shape``.

@@ -18,6 +18,8 @@ queries are cropped afterwards anyway, so they are never computed. Everything ru
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from mudo_app.models.sam3d.rel_pos import rel_pos_rows, relative_position_bias
@@ -30,7 +32,7 @@ def padded_window_attention(
     bias_q: torch.Tensor,
     bias_k: torch.Tensor,
     bias_v: torch.Tensor,
-    tables,
+    tables: Sequence[torch.Tensor],
     grid: int,
     window: int,
     scale: float,

@@ -56,7 +56,7 @@ class Attention3D(nn.Module):
         return self.proj(out)
 
 
-def window_partition(x: torch.Tensor, ws: int):
+def window_partition(x: torch.Tensor, ws: int) -> tuple[torch.Tensor, tuple[int, int, int]]:
     """(B, d, h, w, C) -> (B * nWin, ws, ws, ws, C) after zero-padding each side to a multiple of ws."""
     b, d, h, w, c = x.shape
     pd, ph, pw = (-d) % ws, (-h) % ws, (-w) % ws
@@ -67,7 +67,7 @@ def window_partition(x: torch.Tensor, ws: int):
     return x.permute(0, 1, 3, 5, 2, 4, 6, 7).reshape(-1, ws, ws, ws, c), (dp, hp, wp)
 
 
-def window_unpartition(windows: torch.Tensor, ws: int, padded, size) -> torch.Tensor:
+def window_unpartition(windows: torch.Tensor, ws: int, padded: Sequence[int], size: Sequence[int]) -> torch.Tensor:
     """Inverse of :func:`window_partition`; crops the padding off."""
     dp, hp, wp = padded
     d, h, w = size
@@ -167,6 +167,7 @@ class ImageEncoderViT3D(nn.Module):
     def set_fast_path(self, enabled: bool) -> None:
         """Use the exact padded-window shortcut (default) or the published padded computation."""
         for blk in self.blocks:
+            assert isinstance(blk, Block3D)
             blk.fast_path = enabled
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -47,7 +47,9 @@ class TwoWayBlock(nn.Module):
         self.cross_attn_image_to_token = TokenAttention(dim, num_heads, 2)
         self.skip_first_layer_pe = skip_first_layer_pe
 
-    def forward(self, queries, keys, query_pe, key_pe):
+    def forward(
+        self, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor, key_pe: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.skip_first_layer_pe:
             queries = self.self_attn(queries, queries, queries)
         else:
@@ -69,7 +71,9 @@ class TwoWayTransformer3D(nn.Module):
         self.final_attn_token_to_image = TokenAttention(dim, num_heads, 2)
         self.norm_final_attn = nn.LayerNorm(dim)
 
-    def forward(self, image: torch.Tensor, image_pe: torch.Tensor, tokens: torch.Tensor):
+    def forward(
+        self, image: torch.Tensor, image_pe: torch.Tensor, tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """image, image_pe (B, C, d, h, w); tokens (B, N, C) -> (tokens (B, N, C), image (B, dhw, C))."""
         keys = image.flatten(2).permute(0, 2, 1)
         key_pe = image_pe.flatten(2).permute(0, 2, 1)

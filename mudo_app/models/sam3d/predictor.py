@@ -15,10 +15,12 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from numpy.typing import NDArray
 
 from mudo_app.errors import InputError
 from mudo_app.io.volume import Volume
@@ -30,8 +32,8 @@ CROP_MARGIN = 8  # voxels: a click this close to the crop's border triggers a ne
 
 @dataclass
 class Prediction:
-    probability: np.ndarray  # (X, Y, Z) float32 on the input grid, 0 outside the crop
-    mask: np.ndarray  # (X, Y, Z) bool, probability > 0.5
+    probability: NDArray[Any]  # (X, Y, Z) float32 on the input grid, 0 outside the crop
+    mask: NDArray[Any]  # (X, Y, Z) bool, probability > 0.5
     iou: float  # the model's IoU estimate
     low_res_logits: torch.Tensor  # (1, 1, 32, 32, 32) in the crop frame: feed back as mask_input
     crop: CropGrid
@@ -61,12 +63,13 @@ class Sam3DPredictor:
         self.device = device
         self.cache_size = cache_size
         self._volume: Volume | None = None
-        self._cache: OrderedDict[tuple, tuple] = OrderedDict()  # crop key -> (CropGrid, embedding)
-        self._crop_key: tuple | None = None
+        # crop key (its centre in world mm) -> (CropGrid, embedding)
+        self._cache: OrderedDict[tuple[float, ...], tuple[CropGrid, torch.Tensor]] = OrderedDict()
+        self._crop_key: tuple[float, ...] | None = None
         self.encoder_calls = 0
 
     # ---- image ---------------------------------------------------------------------------------
-    def set_image(self, volume: np.ndarray, affine: np.ndarray, modality: str) -> None:
+    def set_image(self, volume: NDArray[Any], affine: NDArray[Any], modality: str) -> None:
         """Register a 3-D volume ``[i, j, k]`` with its (4, 4) voxel-to-world affine; clears the cache."""
         if modality.upper() != self.contract.modality:
             raise InputError(f"{self.contract.name} takes {self.contract.modality} images, got {modality}")
@@ -84,20 +87,27 @@ class Sam3DPredictor:
         return self._volume is not None
 
     @property
-    def affine(self) -> np.ndarray:
+    def affine(self) -> NDArray[Any]:
         """The (4, 4) voxel-to-world affine of the image given to ``set_image``."""
         if self._volume is None:
             raise InputError("no image: call set_image() first")
         return self._volume.affine
 
-    def _voxel_to_world(self, ijk: np.ndarray) -> np.ndarray:
-        return (self._volume.affine @ np.c_[ijk, np.ones(len(ijk))].T).T[:, :3]
+    def _image(self) -> Volume:
+        if self._volume is None:
+            raise InputError("no image: call set_image() first")
+        return self._volume
 
-    def _embedding_for(self, centre_world: np.ndarray):
-        key = tuple(np.round(centre_world, 3))
+    def _voxel_to_world(self, ijk: NDArray[Any]) -> NDArray[Any]:
+        world: NDArray[Any] = (self._image().affine @ np.c_[ijk, np.ones(len(ijk))].T).T[:, :3]
+        return world
+
+    def _embedding_for(self, centre_world: NDArray[Any]) -> tuple[CropGrid, torch.Tensor]:
+        key = tuple(float(c) for c in np.round(centre_world, 3))
         if key not in self._cache:
-            crop = CropGrid(self._volume.affine, centre_world, self.contract.spacing_mm, self.contract.crop)
-            image = self.contract.normalise(crop.sample(self._volume, self.contract.fill))
+            volume = self._image()
+            crop = CropGrid(volume.affine, centre_world, self.contract.spacing_mm, self.contract.crop)
+            image = self.contract.normalise(crop.sample(volume, self.contract.fill))
             with torch.no_grad():
                 emb = self.model.image_encoder(torch.from_numpy(image)[None, None].to(self.device))
             self.encoder_calls += 1
@@ -109,7 +119,9 @@ class Sam3DPredictor:
         return self._cache[key]
 
     # ---- prompts -------------------------------------------------------------------------------
-    def _check_points(self, points, labels):
+    def _check_points(
+        self, points: Sequence[Sequence[float]] | NDArray[Any], labels: Sequence[int] | NDArray[Any]
+    ) -> tuple[NDArray[Any], NDArray[Any]]:
         pts = np.asarray(points, dtype=np.float64)
         lab = np.asarray(labels, dtype=np.int64).reshape(-1)
         if pts.size == 0:
@@ -120,7 +132,7 @@ class Sam3DPredictor:
             raise InputError(f"{len(pts)} points but {len(lab)} labels")
         if not set(lab.tolist()) <= {0, 1}:
             raise InputError(f"labels must be 1 (foreground) or 0 (background), got {sorted(set(lab.tolist()))}")
-        shape = np.array(self._volume.shape)
+        shape = np.array(self._image().shape)
         outside = [p.tolist() for p in pts if np.any(p < 0) or np.any(p > shape - 1)]
         if outside:
             raise InputError(f"click(s) {outside} outside the volume of shape {tuple(shape.tolist())}")

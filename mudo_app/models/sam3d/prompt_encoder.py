@@ -20,6 +20,7 @@ class RandomFourierPE3D(nn.Module):
 
     def __init__(self, features: int):
         super().__init__()
+        self.positional_encoding_gaussian_matrix: torch.Tensor
         self.register_buffer("positional_encoding_gaussian_matrix", torch.randn(3, features))
 
     def encode(self, coords: torch.Tensor) -> torch.Tensor:
@@ -71,8 +72,10 @@ class PromptEncoder3D(nn.Module):
         if embed_dim % 3:
             raise ValueError(f"embed_dim must be divisible by 3, got {embed_dim}")
         self.embed_dim = embed_dim
-        self.image_embedding_size = tuple(image_embedding_size)
-        self.input_image_size = tuple(input_image_size)
+        d, h, w = (int(s) for s in image_embedding_size)
+        self.image_embedding_size = (d, h, w)
+        i, j, k = (int(s) for s in input_image_size)
+        self.input_image_size = (i, j, k)
         self.pe_layer = RandomFourierPE3D(embed_dim // 3)
         self.point_embeddings = nn.ModuleList(nn.Embedding(1, embed_dim) for _ in range(2))  # negative, positive
         self.not_a_point_embed = nn.Embedding(1, embed_dim)
@@ -89,7 +92,8 @@ class PromptEncoder3D(nn.Module):
 
     @property
     def mask_input_size(self) -> tuple[int, int, int]:
-        return tuple(4 * s for s in self.image_embedding_size)  # type: ignore[return-value]
+        d, h, w = self.image_embedding_size
+        return 4 * d, 4 * h, 4 * w
 
     def get_dense_pe(self) -> torch.Tensor:
         """(1, C, d, h, w) positional encoding of the image embedding grid."""
@@ -102,8 +106,9 @@ class PromptEncoder3D(nn.Module):
             labels = torch.cat([labels, -torch.ones_like(labels[:, :1])], dim=1)
         emb = self.pe_layer.points(coords, self.input_image_size)
         emb = torch.where((labels == -1)[..., None], self.not_a_point_embed.weight.expand_as(emb), emb)
-        emb = emb + (labels == 0)[..., None] * self.point_embeddings[0].weight
-        emb = emb + (labels == 1)[..., None] * self.point_embeddings[1].weight
+        negative, positive = (e.weight for e in self.point_embeddings if isinstance(e, nn.Embedding))
+        emb = emb + (labels == 0)[..., None] * negative
+        emb = emb + (labels == 1)[..., None] * positive
         return emb
 
     def forward(
