@@ -106,3 +106,25 @@ def test_no_import_cycle_between_modules():
 )
 def test_every_module_imports(name):
     importlib.import_module(name)
+
+
+def _outside_imports() -> list[tuple[str, str, str]]:
+    """``(file, module, name)`` of every ``from mudo_app... import name`` in the adapters, the app and the
+    scripts: code no test imports as a whole, where a moved name would only fail when it runs."""
+    repo = ROOT.parent
+    found = []
+    for folder in ("lib", "apps", "sample-datasets/scripts"):
+        for path in sorted((repo / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "mudo_app":
+                    found += [(str(path.relative_to(repo)), node.module, a.name) for a in node.names]
+    return found
+
+
+def test_every_core_name_the_adapters_and_scripts_import_exists():
+    missing = []
+    for where, module, name in _outside_imports():
+        mod = importlib.import_module(module)
+        if not hasattr(mod, name) and f"{module}.{name}" not in MODULES:
+            missing.append(f"{where}: from {module} import {name}")
+    assert len(_outside_imports()) > 50 and not missing, missing

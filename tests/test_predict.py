@@ -51,29 +51,16 @@ def _case_files(tmp_path):
     return save_volume(ct, tmp_path / "ct.nii.gz"), save_volume(pet, tmp_path / "pet.nii.gz"), pet
 
 
+def _predict(ct_path, pet_path, out, model) -> int:
+    """``muduo predict`` with 32^3 windows."""
+    paths = ["--ct", str(ct_path), "--pet", str(pet_path), "--out", str(out), "--model", str(model)]
+    return main(["predict", *paths, "--roi", "32", "32", "32"])
+
+
 def test_predict_writes_label_on_the_pet_grid(tmp_path, student_path, capsys):
     ct_path, pet_path, pet = _case_files(tmp_path)
     out = tmp_path / "label.nii.gz"
-    assert (
-        main(
-            [
-                "predict",
-                "--ct",
-                str(ct_path),
-                "--pet",
-                str(pet_path),
-                "--out",
-                str(out),
-                "--model",
-                str(student_path),
-                "--roi",
-                "32",
-                "32",
-                "32",
-            ]
-        )
-        == 0
-    )
+    assert _predict(ct_path, pet_path, out, student_path) == 0
     label = load_volume(out)
     assert label.shape == pet.shape and label.array.dtype == np.uint8 and label.array.max() <= 13
     np.testing.assert_allclose(label.affine, pet.affine)
@@ -85,26 +72,7 @@ def test_predict_resamples_a_ct_on_another_grid_with_a_warning(tmp_path, student
     ct = load_volume(ct_path)
     save_volume(Volume(ct.array[::2, ::2, ::2].copy(), ct.affine @ np.diag([2.0, 2.0, 2.0, 1.0])), ct_path)
     out = tmp_path / "label.nii.gz"
-    assert (
-        main(
-            [
-                "predict",
-                "--ct",
-                str(ct_path),
-                "--pet",
-                str(pet_path),
-                "--out",
-                str(out),
-                "--model",
-                str(student_path),
-                "--roi",
-                "32",
-                "32",
-                "32",
-            ]
-        )
-        == 0
-    )
+    assert _predict(ct_path, pet_path, out, student_path) == 0
     assert "resampled the CT onto the PET grid" in capsys.readouterr().err
     assert load_volume(out).shape == pet.shape
 
