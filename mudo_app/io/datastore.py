@@ -177,17 +177,24 @@ class PetCtDatastore:
             p.unlink(missing_ok=True)
         shutil.rmtree(self.history_dir(case_id), ignore_errors=True)
 
-    def save_label(self, case_id: str, label: Volume, tag: str = FINAL, _check_exists: bool = True) -> Path:
-        """Validate ``label`` against the case grid, keep a history copy, then publish it as ``tag``."""
+    def save_label(
+        self, case_id: str, label: Volume, tag: str = FINAL, _check_exists: bool = True, user: str | None = None
+    ) -> Path:
+        """Validate ``label`` against the case grid, keep a history copy (with who saved it and when, in
+        ``<stamp>_<tag>.json`` beside it), then publish it as ``tag``."""
         if _check_exists:
             self._require(case_id)
             shape, affine = read_grid(self.pet_path(case_id), f"{case_id} PET")  # header only
             if not on_grid(label, shape, affine):
                 raise InputError(f"label {label.shape} is not on the grid of image {case_id!r} {shape}")
         check_label_values(label.array, f"label for {case_id}")
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        check_case_id(tag)
+        now = datetime.now(UTC)
+        stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
         hist = self.history_dir(case_id) / f"{stamp}_{tag}.nii.gz"
         save_volume(label, hist, dtype=np.uint8)
+        with atomic_write(hist.with_name(f"{stamp}_{tag}.json")) as tmp:
+            tmp.write_text(json.dumps({"tag": tag, "user": user, "saved_utc": now.isoformat()}, indent=2))
         final = self.label_path(case_id, tag)
         with atomic_write(final) as tmp:
             shutil.copyfile(hist, tmp)

@@ -30,6 +30,18 @@ AUGMENTATIONS = ("none", "flip_rot")
 
 
 ITERATIONS_PER_EPOCH = 50  # one "epoch" of MuDuo training, for clients that count in epochs (MONAI Label)
+# upper bounds that no sensible run reaches (they keep a typo or a hostile request from running for ever)
+LIMITS = {
+    "iterations": 10_000_000,
+    "batch_labelled": 1024,
+    "batch_unlabelled": 1024,
+    "k_points": 1024,
+    "prompt_net_iterations": 10_000_000,
+    "checkpoint_every": 10_000_000,
+    "seed": 2**32 - 1,
+    "threads": 1024,
+    "labelled_limit": 1_000_000,
+}
 PROMPT_NET_MAX_ITERATIONS = 200  # the PET prompt network's default training length, at most 3 per student iteration
 
 
@@ -110,6 +122,12 @@ class TrainConfig(ConsensusSettings):
             value = getattr(self, name)
             if value is not None and value < 0:
                 bad(name, f"must not be negative, got {value}")
+        for name, limit in LIMITS.items():
+            value = getattr(self, name)
+            if value is not None and value > limit:
+                bad(name, f"must be at most {limit}, got {value}")
+        if any(int(p) > 1024 for p in self.patch):
+            bad("patch", f"sides must be at most 1024 voxels, got {list(self.patch)}")
         if self.method in ("muduo", "mean_teacher") and self.batch_unlabelled < 1:
             bad("batch_unlabelled", f"method {self.method!r} needs unlabelled patches (at least 1)")
         # written so that NaN fails every range (a comparison with NaN is False)

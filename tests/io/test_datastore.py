@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -37,9 +39,11 @@ def test_label_history_is_kept(tmp_path):
     ds.add_case("c", ct, pet, label)
     second = Volume(label.array.copy(), label.affine)
     second.array[0, 0, 0] = 1
-    ds.save_label("c", second)
+    ds.save_label("c", second, user="alice")
     hist = ds.label_history("c")
     assert len(hist) == 2
+    who = json.loads(hist[1].with_name(hist[1].name.replace(".nii.gz", ".json")).read_text())
+    assert who["user"] == "alice" and who["tag"] == "final" and who["saved_utc"].startswith("20")
     assert load_volume(hist[0]).array[0, 0, 0] == 0 and load_volume(hist[1]).array[0, 0, 0] == 1
     assert load_volume(ds.label_path("c")).array[0, 0, 0] == 1
 

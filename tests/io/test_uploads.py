@@ -55,3 +55,54 @@ def test_unreadable_petct_upload_is_refused(tmp_path):
     path.write_bytes(b"not a nifti")
     with pytest.raises(InputError, match="not a readable NIfTI"):
         read_petct_upload(path)
+
+
+def _corrupt_crc(path):
+    data = bytearray(path.read_bytes())
+    data[-8] ^= 0xFF  # the gzip trailer's CRC32
+    path.write_bytes(bytes(data))
+
+
+def test_a_label_whose_gzip_crc_fails_is_refused_although_nibabel_reads_it(tmp_path):
+    array = np.random.default_rng(0).integers(0, 14, (64, 64, 64)).astype(np.uint8)  # larger than gzip's buffer
+    path = _nifti(tmp_path, array)
+    _corrupt_crc(path)
+    assert np.array_equal(np.asarray(nib.load(path).dataobj), array)  # nibabel never reads the trailer
+    with pytest.raises(InputError, match="corrupt gzip stream"):
+        read_label_upload(path)
+
+
+def test_the_voxel_cap_is_applied_from_the_header_before_reading(tmp_path):
+    path = _nifti(tmp_path, np.zeros((20, 20, 20), np.uint8))
+    with pytest.raises(InputError, match="8000 voxels .* limit of 7999"):
+        read_label_upload(path, max_voxels=7999)
+    assert read_label_upload(path, max_voxels=8000).shape == (20, 20, 20)
+
+
+def test_complex_labels_are_refused(tmp_path):
+    path = _nifti(tmp_path, np.ones((4, 4, 4), np.complex64))
+    with pytest.raises(InputError, match="not a real number"):
+        read_label_upload(path)
+
+
+@pytest.mark.parametrize(
+    "ct, pet, match",
+    [
+        (2.0, -1000.0, "PET channel .* channels"),  # channels swapped
+        (-100.0, -1e30, "PET channel"),
+        (1e6, 1.0, "CT channel"),
+    ],
+)
+def test_petct_values_no_scanner_makes_are_refused(tmp_path, ct, pet, match):
+    data = np.stack([np.full((3, 4, 5), ct), np.full((3, 4, 5), pet)], -1).astype(np.float32)
+    with pytest.raises(InputError, match=match):
+        read_petct_upload(_nifti(tmp_path, data))
+
+
+def test_petct_with_a_singular_affine_is_refused(tmp_path):
+    path = tmp_path / "flat.nii.gz"
+    img = nib.Nifti1Image(np.zeros((3, 4, 5, 2), np.float32), None)
+    img.header.set_sform(np.diag([1.0, 1.0, 0.0, 1.0]), code=1)  # one axis of zero length
+    nib.save(img, path)
+    with pytest.raises(InputError, match="singular"):
+        read_petct_upload(path)

@@ -102,3 +102,12 @@ def test_prompt_network_length_defaults_to_three_per_iteration_at_most_200():
     assert config_from_dict({"iterations": 10}).prompt_net_steps == 30
     assert config_from_dict({"iterations": 5000}).prompt_net_steps == 200
     assert config_from_dict({"iterations": 10, "prompt_net_iterations": 7}).prompt_net_steps == 7
+
+
+@pytest.mark.parametrize(
+    "values, field",
+    [({"iterations": 10**9}, "'iterations'"), ({"seed": 10**30}, "'seed'"), ({"patch": [2048] * 3}, "'patch'")],
+)
+def test_values_beyond_any_sensible_run_are_refused(values, field):
+    with pytest.raises(InputError, match=f"config field {field}: .*at most"):
+        config_from_dict(values)
