@@ -36,6 +36,8 @@ def _header_shape(path: PathLike, what: str) -> tuple[int, ...]:
 
             return tuple(int(s) for s in nrrd.read_header(name)["sizes"])
         img = nib.load(name)
+        if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+            raise TypeError(f"a {type(img).__name__}, not a NIfTI image")
         return tuple(int(s) for s in img.shape)
     except Exception as exc:  # any reader failure is a bad file
         raise InputError(f"{what}: cannot read the file: not a readable NIfTI or NRRD ({exc})") from exc
