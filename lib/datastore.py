@@ -18,14 +18,17 @@ from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastor
 from lib.errors import http_errors, not_found
 from mudo_app.errors import InputError
 from mudo_app.io.datastore import PetCtDatastore, check_case_id
-from mudo_app.io.uploads import read_label_upload, read_petct_upload
+from mudo_app.io.uploads import DEFAULT_MAX_VOXELS, read_label_upload, read_petct_upload
 
 logger = logging.getLogger(__name__)
 
 
 class MuDuoDatastore(LocalDatastore):
-    def __init__(self, studies: str, auto_reload: bool = False, read_only: bool = False):
+    def __init__(
+        self, studies: str, auto_reload: bool = False, read_only: bool = False, max_voxels: int = DEFAULT_MAX_VOXELS
+    ):
         self.store = PetCtDatastore(studies, create=True)
+        self.max_voxels = max_voxels
         super().__init__(studies, extensions=("*.nii.gz",), auto_reload=auto_reload, read_only=read_only)
 
     # ---- lookups -----------------------------------------------------------------------------------
@@ -33,6 +36,9 @@ class MuDuoDatastore(LocalDatastore):
         return image_id in self._datastore.objects and self.store.has_case(image_id)
 
     def require(self, image_id: str) -> None:
+        """404 unless ``image_id`` names a case; a path (existing or not) is answered alike, unechoed."""
+        if not isinstance(image_id, str) or "/" in image_id or "\\" in image_id:
+            raise not_found("unknown image id: image ids are the case names of this datastore, not paths")
         if not self.has_image(image_id):
             raise not_found(f"unknown image id {image_id!r}: not a case of this datastore")
 
@@ -46,12 +52,18 @@ class MuDuoDatastore(LocalDatastore):
         return out
 
     # ---- writes ------------------------------------------------------------------------------------
-    def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
+    def save_label(
+        self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any], user: str | None = None
+    ) -> str:
+        """Check the upload (voxel cap, gzip stream, values, grid) and the tag, then store it; nothing is
+        stored when any check fails."""
         self.require(image_id)
         with http_errors():
-            label = read_label_upload(label_filename, f"label for {image_id}")
+            if not isinstance(label_info, dict):
+                raise InputError(f"label params must be a JSON object, got {type(label_info).__name__}")
             check_case_id(label_tag)
-            self.store.save_label(image_id, label, label_tag)
+            label = read_label_upload(label_filename, f"label for {image_id}", self.max_voxels)
+            self.store.save_label(image_id, label, label_tag, user=user)
         with FileLock(self._lock_file):
             info = dict(label_info or {})
             info.update(ts=int(time.time()), name=f"{image_id}.nii.gz", history=len(self.store.label_history(image_id)))
@@ -60,13 +72,16 @@ class MuDuoDatastore(LocalDatastore):
         logger.info(f"label {label_tag} saved for {image_id} (history kept in label_history/)")
         return image_id
 
-    def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
+    def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any], user: str | None = None) -> str:
+        """Check the 2-channel upload, then add the case; the client's params are kept under
+        ``client_params`` in its provenance, never over the server's own fields."""
         with http_errors():
             case_id = check_case_id(image_id or "")
             if self.store.has_case(case_id):
                 raise InputError(f"image id {case_id!r} already exists")
-            ct, pet = read_petct_upload(image_filename)
-            self.store.add_case(case_id, ct, pet, meta={"source": "upload", **(image_info or {})})
+            ct, pet = read_petct_upload(image_filename, self.max_voxels)
+            meta = {"source": "upload", "uploaded_by": user, "client_params": image_info or {}}
+            self.store.add_case(case_id, ct, pet, meta=meta)
         with FileLock(self._lock_file):
             info = dict(image_info or {})
             info.update(ts=int(time.time()), name=f"{case_id}.nii.gz")

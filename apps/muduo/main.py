@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from monailabel.config import settings
@@ -61,6 +60,7 @@ class MuDuoApp(MONAILabelApp):
     def init_datastore(self):
         return MuDuoDatastore(
             self.studies,
+            max_voxels=self.server_config.max_voxels,
             auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
             read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
         )
@@ -105,14 +105,12 @@ class MuDuoApp(MONAILabelApp):
         if model not in self._infers:
             raise not_found(f"unknown model {model!r}; available: {sorted(self._infers)}")
         image = request.get("image")
-        if isinstance(image, str) and not os.path.exists(image):
-            self._datastore.require(image)
-            request = {**request, "pet": self._datastore.pet_uri(image)}
-        elif model != "sam_med3d_ct":  # an uploaded file carries one modality
-            raise unprocessable(
-                f"{model} needs the case's CT and PET: add the case with PUT /datastore/image "
-                "(one 4-D NIfTI, CT and PET as its 2 channels), then infer by image id"
-            )
+        if not isinstance(image, str):
+            raise unprocessable(f"image must be the id of a datastore case, got {image!r}")
+        self._datastore.require(image)  # ids only: a path, existing or not, is an unknown id
+        request = {**request, "pet": self._datastore.pet_uri(image)}
+        if request.get("save_label") or request.get("label_tag"):
+            raise unprocessable("inference never stores a label: save a corrected label with PUT /datastore/label")
         with http_errors():
             return super().infer(request, datastore)
 

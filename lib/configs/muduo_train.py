@@ -58,8 +58,10 @@ def train_config(
     init_from: Path | None = None,
     ct_teacher: Path | None = None,
     pet_teacher: Path | None = None,
+    max_iterations: int = 100_000,
 ) -> TrainConfig:
-    """A checked TrainConfig for one server training run (InputError names a bad key or value)."""
+    """A checked TrainConfig for one server training run (InputError names a bad key or value);
+    ``max_iterations``: the longest run a request may ask for (``--conf max_train_iterations``)."""
     unknown = sorted(set(request) - OWN_KEYS - PLATFORM_KEYS)
     if unknown:
         raise InputError(f"unknown training parameter(s) {unknown}; accepted: {sorted(OWN_KEYS)}")
@@ -68,9 +70,11 @@ def train_config(
         iterations = _positive_int(request, "max_epochs") * ITERATIONS_PER_EPOCH
     if request.get("max_iterations") is not None:
         iterations = _positive_int(request, "max_iterations")
-    pretrained = request.get("pretrained", True)
-    if isinstance(pretrained, str):
-        pretrained = pretrained.lower() in ("1", "true", "yes")
+    if iterations > max_iterations:
+        raise InputError(
+            f"training parameter 'max_iterations': {iterations} exceeds this server's limit {max_iterations}"
+        )
+    pretrained = _flag(request, "pretrained", default=True)
     values = {
         "datastore": str(studies),
         "out": str(out),
@@ -102,6 +106,19 @@ def _positive_int(request: dict[str, Any], key: str, minimum: int = 1) -> int:
     if value < minimum:
         raise InputError(f"training parameter {key!r} must be at least {minimum}, got {value}")
     return value
+
+
+def _flag(request: dict[str, Any], key: str, default: bool) -> bool:
+    """A yes/no value: a JSON boolean, or the text a UI may send (true/false, 1/0, yes/no)."""
+    value = request.get(key, default)
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes"):
+        return True
+    if text in ("0", "false", "no"):
+        return False
+    raise InputError(f"training parameter {key!r} must be true or false, got {value!r}")
 
 
 def _number(request: dict[str, Any], key: str) -> float:

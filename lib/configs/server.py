@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from mudo_app.errors import InputError
+from mudo_app.io.uploads import DEFAULT_MAX_VOXELS
 from mudo_app.io.volume import Volume
 from mudo_app.models.checkpoint import load_student, training_patch
 from mudo_app.models.teachers import Teacher, load_teacher
@@ -40,43 +41,68 @@ MONAI_LABEL_KEYS = {
 }
 
 
+# numeric --conf keys: (type, default, smallest, largest)
+NUMBERS: dict[str, tuple[type, float, float, float]] = {
+    "train_iterations": (int, 300, 1, 1_000_000),  # default length of a POST /train/muduo run
+    "max_train_iterations": (int, 100_000, 1, 10_000_000),  # the longest run a request may ask for
+    "recent_minutes": (float, 10.0, 0.0, 100_000.0),  # a case served to one client is skipped for others
+    "max_upload_mb": (float, 1024.0, 1.0, 100_000.0),  # bytes of one upload
+    "max_voxels": (int, DEFAULT_MAX_VOXELS, 1, 2**34),  # voxels of one uploaded volume (from its header)
+    "max_clicks": (int, 200, 1, 100_000),  # clicks of one refinement request
+}
+PATHS = ("student", "ct_teacher", "pet_teacher", "model_dir")
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """``model_dir``: where the served student is published (``muduo_student.pt``) and runs are kept;
     ``student``: the initial student published there on first start (default: the demo student,
     :func:`mudo_app.resources.demo_student`; None where no demo folder is known);
     ``ct_teacher`` / ``pet_teacher``: official checkpoints (default: the shipped stand-ins);
-    ``train_iterations``: default length of a ``POST /train/muduo`` run; ``precision``: inference."""
+    ``precision``: inference; the numeric limits: :data:`NUMBERS`."""
 
     model_dir: Path
     student: Path | None = None
     ct_teacher: Path | None = None
     pet_teacher: Path | None = None
     train_iterations: int = 300
+    max_train_iterations: int = 100_000
     precision: str = "auto"
     recent_minutes: float = 10.0
+    max_upload_mb: float = 1024.0
+    max_voxels: int = DEFAULT_MAX_VOXELS
+    max_clicks: int = 200
 
     @property
     def published_student(self) -> Path:
         return self.model_dir / "muduo_student.pt"
 
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
     @staticmethod
     def from_conf(app_dir: str, conf: dict[str, str]) -> ServerConfig:
-        known = {"student", "ct_teacher", "pet_teacher", "train_iterations", "precision", "recent_minutes", "model_dir"}
+        known = {*NUMBERS, *PATHS, "precision"}
         unknown = sorted(set(conf) - known - MONAI_LABEL_KEYS)
         if unknown:
             raise InputError(f"unknown --conf key(s) {unknown}; MuDuo keys: {sorted(known)}")
 
-        def path(key):
+        def path(key: str) -> Path | None:
             return Path(conf[key]).expanduser().resolve() if conf.get(key) else None
 
-        try:
-            iterations = int(conf.get("train_iterations", 300))
-            recent = float(conf.get("recent_minutes", 10.0))
-        except ValueError as exc:
-            raise InputError(f"--conf train_iterations / recent_minutes must be numbers: {exc}") from exc
-        if iterations < 1:
-            raise InputError(f"--conf train_iterations must be at least 1, got {iterations}")
+        numbers: dict[str, Any] = {}
+        for key, (kind, default, lo, hi) in NUMBERS.items():
+            text = conf.get(key, default)
+            try:
+                value = kind(text)
+            except (TypeError, ValueError) as exc:
+                raise InputError(
+                    f"--conf {key} must be {'an integer' if kind is int else 'a number'}, got {text!r}"
+                ) from exc
+            if not lo <= value <= hi:  # also refuses NaN
+                raise InputError(f"--conf {key} must be in [{lo:g}, {hi:g}], got {value}")
+            numbers[key] = value
         precision = conf.get("precision", "auto")
         if precision not in PRECISIONS:
             raise InputError(f"--conf precision must be one of {PRECISIONS}, got {precision!r}")
@@ -85,9 +111,8 @@ class ServerConfig:
             student=path("student") or demo_student(),
             ct_teacher=path("ct_teacher"),
             pet_teacher=path("pet_teacher"),
-            train_iterations=iterations,
             precision=precision,
-            recent_minutes=recent,
+            **numbers,
         )
 
 

@@ -7,6 +7,7 @@ so the image embedding of a crop is computed once and reused by later clicks on 
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -21,6 +22,33 @@ from mudo_app.errors import InputError
 from mudo_app.io.volume import Volume, load_volume
 from mudo_app.labels import NAME_TO_ID
 from mudo_app.models.sam3d import Sam3DPredictor
+
+
+def clicks(request: dict[str, Any], key: str, limit: int) -> list[list[float]]:
+    """``request[key]``: a list of ``[i, j, k]`` voxel indices (3 finite numbers each), or absent / null."""
+    value = request.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > limit:
+        raise InputError(f"{key} must be a list of at most {limit} [i, j, k] voxel indices, got {value!r:.80}")
+    out = []
+    for point in value:
+        ok = isinstance(point, list) and len(point) == 3
+        ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in point)
+        if not ok:
+            raise InputError(f"{key}: each click must be [i, j, k], three finite numbers, got {point!r:.80}")
+        out.append([float(v) for v in point])
+    return out
+
+
+def click_label(label: Any) -> tuple[str, int]:
+    """(name, value) of the structure a click session segments: a label-map name, or none (``foreground``, 1)."""
+    if label is None or label == "" or label == "foreground":
+        return "foreground", 1
+    if isinstance(label, str) and NAME_TO_ID.get(label, 0) > 0:
+        return label, NAME_TO_ID[label]
+    names = sorted(n for n, i in NAME_TO_ID.items() if i > 0)
+    raise InputError(f"label {label!r:.80} is not a structure of the label map; one of {names}, or none")
 
 
 class SamClickInfer(InferTask):
@@ -50,32 +78,34 @@ class SamClickInfer(InferTask):
         return {"stand_in": False, "checkpoint": str(ckpt)}
 
     def _predictor(self, path: str) -> Sam3DPredictor:
-        with self._lock:
-            if path not in self._predictors:
-                teacher = self.resources.teacher(self.modality)
-                volume = load_volume(path, self.modality, dtype=np.float32)
-                pred = Sam3DPredictor(teacher.model, teacher.contract)
-                pred.set_image(volume.array, volume.affine, self.modality)
-                self._predictors[path] = pred
-                while len(self._predictors) > self.images_kept:
-                    self._predictors.popitem(last=False)
-            self._predictors.move_to_end(path)
-            return self._predictors[path]
+        """The predictor of ``path``'s image (the caller holds ``self._lock``)."""
+        if path not in self._predictors:
+            teacher = self.resources.teacher(self.modality)
+            volume = load_volume(path, self.modality, dtype=np.float32)
+            pred = Sam3DPredictor(teacher.model, teacher.contract)
+            pred.set_image(volume.array, volume.affine, self.modality)
+            self._predictors[path] = pred
+            while len(self._predictors) > self.images_kept:
+                self._predictors.popitem(last=False)
+        self._predictors.move_to_end(path)
+        return self._predictors[path]
 
     def __call__(self, request: dict[str, Any]) -> tuple[str, dict]:
         check_params(request, extra=("pet", "foreground", "background"))
-        fg = [list(p) for p in request.get("foreground") or []]
-        bg = [list(p) for p in request.get("background") or []]
+        limit = self.resources.config.max_clicks
+        fg, bg = clicks(request, "foreground", limit), clicks(request, "background", limit)
         if not fg:
             raise InputError("give at least one foreground click ([i, j, k] voxel indices of the image)")
+        if len(fg) + len(bg) > limit:
+            raise InputError(f"{len(fg) + len(bg)} clicks exceed this server's limit of {limit} per request")
+        name, value = click_label(request.get("label"))
         started = time.perf_counter()
         path = request["image"] if self.modality == "CT" else request["pet"]
-        predictor = self._predictor(path)
-        calls = predictor.encoder_calls
-        ready = time.perf_counter()
-        result = predictor.predict(points=fg + bg, labels=[1] * len(fg) + [0] * len(bg))
-        label = str(request.get("label"))
-        name, value = (label, NAME_TO_ID[label]) if NAME_TO_ID.get(label, 0) > 0 else ("foreground", 1)
+        with self._lock:  # a predictor's crop cache is not shared between threads
+            predictor = self._predictor(path)
+            calls = predictor.encoder_calls
+            ready = time.perf_counter()
+            result = predictor.predict(points=fg + bg, labels=[1] * len(fg) + [0] * len(bg))
         mask = Volume(result.mask.astype(np.uint8) * value, predictor.affine)
         done = time.perf_counter()
         params = {

@@ -21,6 +21,7 @@ from lib.configs.server import Resources
 from mudo_app.errors import InputError
 from mudo_app.io.atomic import atomic_write
 from mudo_app.models.checkpoint import publish_student
+from mudo_app.train.config import TrainConfig
 from mudo_app.train.trainer import Trainer
 
 logger = logging.getLogger(__name__)
@@ -51,33 +52,29 @@ class MuDuoTrainTask(TrainTask):
         path = self.resources.config.model_dir / "train_stats.json"
         return json.loads(path.read_text()) if path.is_file() else {}
 
-    def check(self, request: dict[str, Any]):
-        """Validate a request body before anything starts (used by the server's train route)."""
+    def _config(self, request: dict[str, Any], out: Path) -> TrainConfig:
         conf = self.resources.config
         return train_config(
             request,
             self.studies,
             conf.train_iterations,
-            self.runs / "check",
+            out,
             conf.published_student,
             conf.ct_teacher,
             conf.pet_teacher,
+            max_iterations=conf.max_train_iterations,
         )
+
+    def check(self, request: dict[str, Any]) -> TrainConfig:
+        """Validate a request body before anything starts (used by the server's train route)."""
+        return self._config(request, self.runs / "check")
 
     def __call__(self, request: dict[str, Any], datastore) -> dict[str, Any]:
         conf = self.resources.config
         run = self.runs / time.strftime("%Y%m%d-%H%M%S")
         started = time.time()
         try:
-            config = train_config(
-                request,
-                self.studies,
-                conf.train_iterations,
-                run,
-                conf.published_student,
-                conf.ct_teacher,
-                conf.pet_teacher,
-            )
+            config = self._config(request, run)
             logger.info(f"MuDuo training: {config.iterations} iterations, method {config.method}, run folder {run}")
             student = Trainer(config, progress=True).run()
         except InputError as exc:
