@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import BackgroundTasks, Body, Depends, File, Form, HTTPException, UploadFile
+from fastapi import BackgroundTasks, Body, Depends, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse
 from fastapi.routing import APIRoute
 from monailabel.config import RBAC_ADMIN, RBAC_ANNOTATOR, RBAC_USER, settings
@@ -51,6 +51,7 @@ from monailabel.endpoints.infer import ResultType, send_response
 from monailabel.endpoints.user.auth import RBAC, User
 
 from lib.errors import http_errors, not_found, unprocessable
+from lib.security import AuthMiddleware, TokenIssuer, Users, restrict_cors, user_of
 from mudo_app.errors import InputError
 
 ALL_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
@@ -147,12 +148,42 @@ def install(instance: Any) -> bool:
     if server is None:
         return False
     prefix = settings.MONAI_LABEL_API_STR
-    routes = _checked_routes(instance, prefix)
+    conf = instance.server_config
+    restrict_cors(server.middleware_stack, conf.allowed_origins)
+    issuer = None
+    if instance.users is not None:
+        issuer = TokenIssuer(conf.model_dir / ".auth_secret", conf.token_minutes)
+        server.middleware_stack = AuthMiddleware(server.middleware_stack, issuer, prefix)
+    routes = _auth_routes(instance.users, issuer, prefix) + _checked_routes(instance, prefix)
     closed = [(f"{prefix}{rule.path}", rule) for rule in CLOSED] + [(rule.path, rule) for rule in CLOSED_AT_ROOT]
     for path, rule in closed:
         routes.append(APIRoute(path, _closed(rule), methods=list(rule.methods), include_in_schema=False))
     server.router.routes[:0] = routes
     return True
+
+
+def _auth_routes(users: Users | None, issuer: TokenIssuer | None, prefix: str) -> list[APIRoute]:
+    """MONAI Label's login routes (what its client and the Slicer plugin call), backed by the local users file."""
+
+    def enabled() -> dict[str, Any]:
+        return {"enabled": users is not None, "client_id": None, "realm": None}
+
+    def token(username: str = Form(...), password: str = Form(...)) -> dict[str, str]:
+        if users is None or issuer is None:
+            raise not_found("authentication is off on this server: no token is needed")
+        roles = users.check(username, password)
+        if roles is None:
+            raise HTTPException(401, "wrong user name or password", headers={"WWW-Authenticate": "Bearer"})
+        return {"access_token": issuer.issue(username, roles), "token_type": "bearer"}
+
+    def valid(request: Request) -> dict[str, Any]:
+        return {"username": user_of(request.state, "admin"), "enabled": users is not None}
+
+    return [
+        APIRoute(f"{prefix}/auth/", enabled, methods=["GET"], summary="Whether authentication is on"),
+        APIRoute(f"{prefix}/auth/token", token, methods=["POST"], summary="Log in: a bearer token"),
+        APIRoute(f"{prefix}/auth/token/valid", valid, methods=["GET"], summary="Whether the token is valid"),
+    ]
 
 
 def _checked_routes(instance: Any, prefix: str) -> list[APIRoute]:
@@ -189,6 +220,7 @@ def _checked_routes(instance: Any, prefix: str) -> list[APIRoute]:
         return send_response(instance.datastore(), result, output, background_tasks)
 
     def save_label(
+        request: Request,
         image: str,
         tag: str = "final",
         params: str = Form("{}"),
@@ -199,10 +231,12 @@ def _checked_routes(instance: Any, prefix: str) -> list[APIRoute]:
         datastore = instance.datastore()
         datastore.require(image)
         with http_errors(), received_upload(label, conf.max_upload_bytes) as path:
-            label_id = datastore.save_label(image, str(path), tag or "final", info, user=user.username)
+            who = user_of(request.state, user.username)
+            label_id = datastore.save_label(image, str(path), tag or "final", info, user=who)
         return {**(instance.on_save_label(image, label_id) or {}), "image": image, "label": label_id}
 
     def add_image(
+        request: Request,
         image: str | None = None,
         params: str = Form("{}"),
         file: UploadFile = File(...),
@@ -210,7 +244,8 @@ def _checked_routes(instance: Any, prefix: str) -> list[APIRoute]:
     ) -> dict[str, Any]:
         info = parse_params(params)
         with http_errors(), received_upload(file, conf.max_upload_bytes) as path:
-            image_id = instance.datastore().add_image(image or "", str(path), info, user=user.username)
+            who = user_of(request.state, user.username)
+            image_id = instance.datastore().add_image(image or "", str(path), info, user=who)
         return {"image": image_id}
 
     def train_model(

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from monailabel.config import settings
@@ -24,8 +25,10 @@ from lib.errors import http_errors, not_found, unprocessable
 from lib.infers.muduo_student import MuDuoStudentInfer
 from lib.infers.sam_med3d_ct import SamMed3DCTInfer
 from lib.infers.seganypet_pet import SegAnyPETInfer
+from lib.security import Users, bound_host, is_loopback
 from lib.trainers.muduo import MuDuoTrainTask
 from mudo_app import __version__
+from mudo_app.errors import InputError
 from mudo_app.labels import LABELS, label_names
 from mudo_app.models.checkpoint import publish_student
 
@@ -35,6 +38,13 @@ logger = logging.getLogger(__name__)
 class MuDuoApp(MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]):
         self.server_config = ServerConfig.from_conf(app_dir, conf)
+        self.users = Users.load(self.server_config.auth_users) if self.server_config.auth_users else None
+        host = bound_host(sys.argv)
+        if host is not None and not is_loopback(host) and self.users is None:
+            raise InputError(
+                f"this server would listen on {host}, reachable from other machines, without authentication: "
+                "give --conf auth_users FILE (see README, Security), or --host 127.0.0.1"
+            )
         self.resources = Resources(self.server_config)
         self.served = RecentlyServed(self.server_config.recent_minutes)
         self._publish_initial_student()

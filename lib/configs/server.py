@@ -49,8 +49,9 @@ NUMBERS: dict[str, tuple[type, float, float, float]] = {
     "max_upload_mb": (float, 1024.0, 1.0, 100_000.0),  # bytes of one upload
     "max_voxels": (int, DEFAULT_MAX_VOXELS, 1, 2**34),  # voxels of one uploaded volume (from its header)
     "max_clicks": (int, 200, 1, 100_000),  # clicks of one refinement request
+    "token_minutes": (float, 480.0, 1.0, 100_000.0),  # lifetime of a login token (auth on)
 }
-PATHS = ("student", "ct_teacher", "pet_teacher", "model_dir")
+PATHS = ("student", "ct_teacher", "pet_teacher", "model_dir", "auth_users")
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,9 @@ class ServerConfig:
     ``student``: the initial student published there on first start (default: the demo student,
     :func:`mudo_app.resources.demo_student`; None where no demo folder is known);
     ``ct_teacher`` / ``pet_teacher``: official checkpoints (default: the shipped stand-ins);
-    ``precision``: inference; the numeric limits: :data:`NUMBERS`."""
+    ``precision``: inference; the numeric limits: :data:`NUMBERS`;
+    ``auth_users``: a users file (:mod:`lib.security`): authentication on; ``allowed_origins``: the
+    browser origins CORS answers (``--conf allowed_origins http://a:3000,http://b``; none by default)."""
 
     model_dir: Path
     student: Path | None = None
@@ -72,6 +75,9 @@ class ServerConfig:
     max_upload_mb: float = 1024.0
     max_voxels: int = DEFAULT_MAX_VOXELS
     max_clicks: int = 200
+    token_minutes: float = 480.0
+    auth_users: Path | None = None
+    allowed_origins: tuple[str, ...] = ()
 
     @property
     def published_student(self) -> Path:
@@ -83,7 +89,7 @@ class ServerConfig:
 
     @staticmethod
     def from_conf(app_dir: str, conf: dict[str, str]) -> ServerConfig:
-        known = {*NUMBERS, *PATHS, "precision"}
+        known = {*NUMBERS, *PATHS, "precision", "allowed_origins"}
         unknown = sorted(set(conf) - known - MONAI_LABEL_KEYS)
         if unknown:
             raise InputError(f"unknown --conf key(s) {unknown}; MuDuo keys: {sorted(known)}")
@@ -112,8 +118,21 @@ class ServerConfig:
             ct_teacher=path("ct_teacher"),
             pet_teacher=path("pet_teacher"),
             precision=precision,
+            auth_users=path("auth_users"),
+            allowed_origins=_origins(conf.get("allowed_origins", "")),
             **numbers,
         )
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    """``http://host:port`` origins, comma-separated; ``*`` is refused (it would let any web page in)."""
+    origins = tuple(o.strip().rstrip("/") for o in str(text).split(",") if o.strip())
+    for origin in origins:
+        if origin == "*" or not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
+            raise InputError(
+                f"--conf allowed_origins: {origin!r} is not an origin like http://host:3000 ('*' is refused)"
+            )
+    return origins
 
 
 class Resources:

@@ -206,3 +206,15 @@ def test_image_upload_takes_a_two_channel_case_and_refuses_one_modality(client, 
     assert np.allclose(nib.load(store / "pet" / "upload1.nii.gz").get_fdata(), pet.get_fdata(), atol=1e-4)
     r = c.post("/infer/muduo_student?image=upload1&output=json", data={"params": "{}"})
     assert r.status_code == 200, r.text
+
+
+def test_no_web_page_may_drive_the_server_by_default(client):
+    """CORS answers no origin unless configured (stock MONAI Label echoed any origin with credentials)."""
+    c, _, _ = client
+    r = c.get("/info/", headers={"Origin": "http://evil.example"})
+    assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+    assert "access-control-allow-credentials" not in r.headers
+    pre = c.options(
+        "/datastore/label", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "PUT"}
+    )
+    assert pre.status_code == 400 and "access-control-allow-origin" not in pre.headers

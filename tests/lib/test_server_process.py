@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -25,47 +26,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture()
-def server(studies, tmp_path):
-    store, student = studies
+def _command(store, student, tmp_path, port, host="127.0.0.1", conf=()):
+    cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(REPO / "apps" / "muduo")]
+    cmd += ["--studies", str(store), "--host", host, "--port", str(port)]
+    for key, value in (("student", student), ("model_dir", tmp_path / "model"), ("train_iterations", 2), *conf):
+        cmd += ["--conf", key, str(value)]
+    return cmd
+
+
+ENV = {
+    "MONAI_LABEL_TRACKING_ENABLED": "false",
+    "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "false",
+    "OMP_NUM_THREADS": "2",
+}
+
+
+def start_server(store, student, tmp_path, conf=()):
+    """A real server process on 127.0.0.1 (the caller stops it): (process, url, log file)."""
     port = _free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "monailabel.main",
-        "start_server",
-        "--app",
-        str(REPO / "apps" / "muduo"),
-        "--studies",
-        str(store),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--conf",
-        "student",
-        str(student),
-        "--conf",
-        "model_dir",
-        str(tmp_path / "model"),
-        "--conf",
-        "train_iterations",
-        "2",
-    ]
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
-        "MONAI_LABEL_TRACKING_ENABLED": "false",
-        "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "false",
-        "OMP_NUM_THREADS": "2",
-    }
+    env = {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", ""), **ENV}
     log = open(tmp_path / "server.log", "w")
+    cmd = _command(store, student, tmp_path, port, conf=conf)
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(tmp_path))
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
     while time.time() < deadline:
         try:
-            with urllib.request.urlopen(f"{url}/info/", timeout=2) as r:
+            with urllib.request.urlopen(f"{url}/auth/", timeout=2) as r:
                 if r.status == 200:
                     break
         except OSError:
@@ -77,13 +64,24 @@ def server(studies, tmp_path):
         pytest.fail("server did not start:\n" + (tmp_path / "server.log").read_text()[-3000:])
     if proc.poll() is not None:
         pytest.fail("server exited:\n" + (tmp_path / "server.log").read_text()[-3000:])
-    yield url, store
+    return proc, url, log
+
+
+def stop_server(proc, log) -> None:
     proc.terminate()
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
     log.close()
+
+
+@pytest.fixture()
+def server(studies, tmp_path):
+    store, student = studies
+    proc, url, log = start_server(store, student, tmp_path)
+    yield url, store
+    stop_server(proc, log)
 
 
 def _finished_training(client, timeout_s: float) -> dict:
@@ -187,3 +185,55 @@ def test_stopped_or_failed_training_keeps_the_previous_student_serving(server, t
     assert _model_checksum(url) == before
     out, params = client.infer("muduo_student", "syn000", {"result_extension": ".nii.gz"})
     assert load_volume(out).shape == load_volume(store / "syn000.nii.gz").shape
+
+
+def test_a_server_reachable_from_other_machines_refuses_to_start_without_auth(studies, tmp_path):
+    store, student = studies
+    cmd = _command(store, student, tmp_path, _free_port(), host="0.0.0.0")
+    env = {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", ""), **ENV}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=120)
+    assert out.returncode != 0
+    assert "without authentication: give --conf auth_users FILE" in out.stdout + out.stderr
+
+
+def _add_user(users, name, password, *roles):
+    cmd = [sys.executable, "-m", "lib.security", "add-user", str(users), name, "--roles", *roles]
+    subprocess.run(cmd, input=password + "\n", text=True, check=True, cwd=str(REPO), capture_output=True)
+
+
+def test_authentication_with_the_monai_label_client_and_roles(studies, tmp_path):
+    """The stock client logs in (POST /auth/token) and sends its bearer token; without one every route but
+    the login ones answers 401; a reader may not save labels (403); the history names who saved."""
+    from monailabel.client import MONAILabelClient
+    from monailabel.client.client import MONAILabelClientException
+
+    store, student = studies
+    users = tmp_path / "users.json"
+    _add_user(users, "alice", "correct horse", "annotator")
+    _add_user(users, "rob", "reader password", "user")
+    proc, url, log = start_server(store, student, tmp_path, conf=(("auth_users", users),))
+    try:
+        for path in ("/info/", "/datastore/image?image=syn000", "/model/info/muduo_student"):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(f"{url}{path}", timeout=10)
+            assert err.value.code == 401 and b"POST /auth/token" in err.value.read()
+        client = MONAILabelClient(url, tmpdir=str(tmp_path), client_id="slicer-test")
+        assert client.auth_enabled()
+        with pytest.raises(MONAILabelClientException):
+            client.auth_token("alice", "wrong password")
+        client.update_auth(client.auth_token("alice", "correct horse"))
+        assert client.auth_valid_token() and client.info()["labels"]["lesion"] == 13
+        truth = load_volume(store / "ground_truth" / "syn002.nii.gz")
+        save_volume(truth, tmp_path / "corrected.nrrd", dtype=np.uint8)
+        client.save_label("syn002", str(tmp_path / "corrected.nrrd"), tag="final", params={})
+        (record,) = (store / "label_history" / "syn002").glob("*.json")
+        assert json.loads(record.read_text())["user"] == "alice"
+        reader = MONAILabelClient(url, tmpdir=str(tmp_path), client_id="reader")
+        reader.update_auth(reader.auth_token("rob", "reader password"))
+        assert reader.info()["labels"]["liver"] == 1
+        with pytest.raises(MONAILabelClientException) as err:
+            reader.save_label("syn003", str(tmp_path / "corrected.nrrd"), tag="final", params={})
+        assert "Status: 403" in str(err.value) and "lacks the role" in str(err.value)
+        assert not (store / "labels" / "final" / "syn003.nii.gz").exists()
+    finally:
+        stop_server(proc, log)
