@@ -52,6 +52,7 @@ from monailabel.endpoints.user.auth import RBAC, User
 
 from lib.errors import http_errors, not_found, unprocessable
 from lib.security import AuthMiddleware, TokenIssuer, Users, restrict_cors, user_of
+from lib.trainers.muduo import failure_reason
 from mudo_app.errors import InputError
 
 ALL_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
@@ -269,6 +270,19 @@ def _checked_routes(instance: Any, prefix: str) -> list[APIRoute]:
         with training:
             return train.run_model(model, params, False, False)
 
+    def train_status(
+        all: bool = False,
+        check_if_running: bool = False,
+        user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER)),
+    ) -> Any:
+        result = train.status(all, check_if_running)
+        tasks = result if isinstance(result, list) else [result]
+        out = [
+            {**t, "reason": failure_reason(list(t.get("details") or []))} if t.get("status") == "ERROR" else t
+            for t in tasks
+        ]
+        return out if isinstance(result, list) else out[0]
+
     def train_all(user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN))) -> None:
         raise not_found(f"name the training task: POST /train/{{model}} with one of {sorted(instance._trainers)}")
 
@@ -293,6 +307,7 @@ def _checked_routes(instance: Any, prefix: str) -> list[APIRoute]:
         APIRoute(f"{prefix}/datastore/", add_image, methods=["PUT"], include_in_schema=False),
         APIRoute(f"{prefix}/train/{{model}}", train_model, methods=["POST"], summary=f"{RBAC_ADMIN}Run training"),
         APIRoute(f"{prefix}/train/", train_all, methods=["POST"], include_in_schema=False),
+        APIRoute(f"{prefix}/train/", train_status, methods=["GET"], summary=f"{RBAC_USER}Training status"),
         APIRoute(f"{prefix}/activelearning/{{strategy}}", next_sample, methods=["POST"], summary=f"{RBAC_USER}Next"),
         APIRoute(f"{prefix}/datastore/pet", download_pet, methods=["GET"], summary=f"{RBAC_USER}Download the PET"),
     ]

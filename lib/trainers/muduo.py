@@ -3,13 +3,15 @@
 MONAI Label runs it in a subprocess (``POST /train/muduo``; status in ``GET /train/``; ``DELETE
 /train/`` stops it). Cases with a ``final`` label are the labelled set, all others unlabelled. The
 new student is written to a run folder first and only then copied over the served file by an atomic
-rename, so a failed or stopped run leaves the previous student serving.
+rename, so a failed, stopped or killed run leaves the previous student serving; a run folder holds
+``FINISHED.json`` only once its student is published (one without it never finished).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,26 @@ from mudo_app.train.config import TrainConfig
 from mudo_app.train.trainer import Trainer
 
 logger = logging.getLogger(__name__)
+
+
+FINISHED = "FINISHED.json"  # written into a run folder when its student has been published
+
+
+def failure_reason(details: list[str]) -> str:
+    """Why a run ended in ERROR, from the last lines of its process (``GET /train/`` ``details``)."""
+    for line in reversed(details):
+        for marker in ("MuDuo training refused: ", "MuDuo training failed: "):
+            if marker in line:
+                return line[line.index(marker) :]
+    for line in reversed(details):  # the log line may have scrolled out: the traceback's last line
+        match = re.match(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.+)$", line.strip())
+        if match:
+            kind = "refused" if match.group(1) == "InputError" else "failed"
+            return f"MuDuo training {kind}: {match.group(2)}"
+    return (
+        "the training process ended without finishing and without an error message: it was killed "
+        "(by a signal, or for lack of memory); the previous student keeps serving"
+    )
 
 
 class MuDuoTrainTask(TrainTask):
@@ -92,6 +114,8 @@ class MuDuoTrainTask(TrainTask):
             "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
             "warm_start": config.init_from is not None,
         }
+        with atomic_write(run / FINISHED) as tmp:  # last: a run folder without it never finished
+            tmp.write_text(json.dumps(stats, indent=2))
         with atomic_write(conf.model_dir / "train_stats.json") as tmp:
             tmp.write_text(json.dumps(stats, indent=2))
         logger.info(f"MuDuo training done: published {conf.published_student}")

@@ -182,6 +182,7 @@ def test_stopped_or_failed_training_keeps_the_previous_student_serving(server, t
     status = _finished_training(client, 120)
     assert status["status"] == "ERROR"
     assert any("no labelled case" in line for line in status["details"]), status["details"]
+    assert status["reason"].startswith("MuDuo training refused:") and "no labelled case" in status["reason"]
     assert _model_checksum(url) == before
     out, params = client.infer("muduo_student", "syn000", {"result_extension": ".nii.gz"})
     assert load_volume(out).shape == load_volume(store / "syn000.nii.gz").shape
@@ -235,5 +236,60 @@ def test_authentication_with_the_monai_label_client_and_roles(studies, tmp_path)
             reader.save_label("syn003", str(tmp_path / "corrected.nrrd"), tag="final", params={})
         assert "Status: 403" in str(err.value) and "lacks the role" in str(err.value)
         assert not (store / "labels" / "final" / "syn003.nii.gz").exists()
+    finally:
+        stop_server(proc, log)
+
+
+def _training_process(server_pid: int, timeout_s: float = 60):
+    """The server's training subprocess (MONAI Label runs ``monailabel.interfaces.utils.app -m train``)."""
+    import psutil
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        for child in psutil.Process(server_pid).children(recursive=True):
+            try:
+                cmd = child.cmdline()
+            except psutil.Error:
+                continue
+            if "monailabel.interfaces.utils.app" in cmd and "train" in cmd:
+                return child
+        time.sleep(0.2)
+    raise AssertionError("no training subprocess appeared")
+
+
+def kill_training_at(proc, url, store, delay_s: float, client) -> dict:
+    """Start a run, SIGKILL its process ``delay_s`` after it appears, and return what the server says."""
+    before = _model_checksum(url)
+    runs_before = (
+        set((store.parent / "model" / "runs").glob("*")) if (store.parent / "model" / "runs").is_dir() else set()
+    )
+    client.train_start("muduo", {"max_iterations": 2000})
+    child = _training_process(proc.pid)
+    time.sleep(delay_s)
+    for p in [*child.children(recursive=True), child]:
+        p.kill()
+    status = _finished_training(client, 60)
+    runs = set((store.parent / "model" / "runs").glob("*")) - runs_before
+    return {"status": status, "checksum_kept": _model_checksum(url) == before, "new_runs": sorted(runs)}
+
+
+@pytest.mark.slow
+def test_a_training_killed_at_random_points_leaves_the_served_student_serving(studies, tmp_path):
+    """Three kill points in CI (sample-datasets/scripts/kill_training.py runs more and writes the README's)."""
+    from monailabel.client import MONAILabelClient
+
+    store, student = studies
+    proc, url, log = start_server(store, student, tmp_path)
+    try:
+        client = MONAILabelClient(url, tmpdir=str(tmp_path), client_id="kill-test")
+        rng = np.random.default_rng(0)
+        for delay in (0.0, *rng.uniform(0.5, 6.0, size=2)):
+            out = kill_training_at(proc, url, tmp_path / "studies", float(delay), client)
+            assert out["status"]["status"] == "ERROR", out
+            assert "killed" in out["status"]["reason"] or "failed" in out["status"]["reason"], out["status"]
+            assert out["checksum_kept"]
+            assert not any((run / "FINISHED.json").exists() for run in out["new_runs"])
+            result, params = client.infer("muduo_student", "syn000", {"result_extension": ".nii.gz"})
+            assert load_volume(result).shape == load_volume(store / "syn000.nii.gz").shape
     finally:
         stop_server(proc, log)

@@ -49,3 +49,18 @@ def test_request_maps_onto_the_training_config(tmp_path):
 def test_bad_requests_name_the_key(request_body, message):
     with pytest.raises(InputError, match=message):
         _config(request_body)
+
+
+def test_the_failure_reason_of_a_run_is_found_in_its_last_lines():
+    from lib.trainers.muduo import failure_reason
+
+    assert failure_reason(["x", "[..] (lib.trainers.muduo:80) - MuDuo training refused: no labelled case"]) == (
+        "MuDuo training refused: no labelled case"
+    )
+    assert failure_reason(["Traceback", "mudo_app.errors.InputError: no labelled case in /d"]) == (
+        "MuDuo training refused: no labelled case in /d"
+    )
+    assert (
+        failure_reason(["  File x", "RuntimeError: CUDA out of memory"]) == "MuDuo training failed: CUDA out of memory"
+    )
+    assert "killed" in failure_reason(["iteration 12/2000"])
