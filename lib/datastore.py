@@ -29,6 +29,8 @@ class MuDuoDatastore(LocalDatastore):
     ):
         self.store = PetCtDatastore(studies, create=True)
         self.max_voxels = max_voxels
+        for path in self.store.remove_stale_temporaries():  # a server killed while writing left them
+            logger.warning(f"removed a temporary file left by an interrupted write: {path}")
         super().__init__(studies, extensions=("*.nii.gz",), auto_reload=auto_reload, read_only=read_only)
 
     # ---- lookups -----------------------------------------------------------------------------------

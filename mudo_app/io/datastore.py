@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from mudo_app.errors import InputError
-from mudo_app.io.atomic import atomic_write
+from mudo_app.io.atomic import TEMP_PREFIX, atomic_write
 from mudo_app.io.volume import PathLike, Volume, case_name, load_volume, on_grid, read_grid, same_grid, save_volume
 from mudo_app.labels import check_label_values
 
@@ -132,6 +132,14 @@ class PetCtDatastore:
         return sorted(d.glob("*.nii.gz")) if d.is_dir() else []
 
     # ---- writes --------------------------------------------------------------------------------
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Remove the temporary files a killed writer left (``.tmp-*``, never read as data); call it
+        only when no other process writes this datastore (the server does at start-up)."""
+        stale = [p for p in self.root.rglob(f"{TEMP_PREFIX}*") if p.is_file()]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return stale
+
     def add_case(
         self,
         case_id: str,

@@ -86,3 +86,13 @@ def test_add_case_twice_and_unknown_ids(tmp_path):
 def test_case_id_rules(bad):
     with pytest.raises(InputError, match="case id"):
         check_case_id(bad)
+
+
+def test_stale_temporaries_of_a_killed_writer_are_removed(tmp_path):
+    ds = PetCtDatastore(tmp_path, create=True)
+    ct, pet, label = _case()
+    ds.add_case("c", ct, pet, label)
+    stale = ds.label_path("c").with_name(".tmp-c.nii.gz.abc123.nii.gz")
+    stale.write_bytes(b"half")
+    assert ds.remove_stale_temporaries() == [stale] and not stale.exists()
+    assert ds.labelled_ids() == ["c"] and ds.label_path("c").is_file()

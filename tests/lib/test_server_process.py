@@ -4,7 +4,6 @@ train -> poll -> infer with the new model -> click refinement through each teach
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,64 +15,18 @@ import numpy as np
 import pytest
 
 from mudo_app.io.volume import load_volume, save_volume
+from tests.lib.harness import (
+    ENV,
+    command,
+    finished_training,
+    free_port,
+    kill_training_at,
+    model_checksum,
+    start_server,
+    stop_server,
+)
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _command(store, student, tmp_path, port, host="127.0.0.1", conf=()):
-    cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(REPO / "apps" / "muduo")]
-    cmd += ["--studies", str(store), "--host", host, "--port", str(port)]
-    for key, value in (("student", student), ("model_dir", tmp_path / "model"), ("train_iterations", 2), *conf):
-        cmd += ["--conf", key, str(value)]
-    return cmd
-
-
-ENV = {
-    "MONAI_LABEL_TRACKING_ENABLED": "false",
-    "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "false",
-    "OMP_NUM_THREADS": "2",
-}
-
-
-def start_server(store, student, tmp_path, conf=()):
-    """A real server process on 127.0.0.1 (the caller stops it): (process, url, log file)."""
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", ""), **ENV}
-    log = open(tmp_path / "server.log", "w")
-    cmd = _command(store, student, tmp_path, port, conf=conf)
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(tmp_path))
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/auth/", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-        if proc.poll() is not None:
-            break
-    else:
-        proc.kill()
-        pytest.fail("server did not start:\n" + (tmp_path / "server.log").read_text()[-3000:])
-    if proc.poll() is not None:
-        pytest.fail("server exited:\n" + (tmp_path / "server.log").read_text()[-3000:])
-    return proc, url, log
-
-
-def stop_server(proc, log) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
 
 
 @pytest.fixture()
@@ -82,21 +35,6 @@ def server(studies, tmp_path):
     proc, url, log = start_server(store, student, tmp_path)
     yield url, store
     stop_server(proc, log)
-
-
-def _finished_training(client, timeout_s: float) -> dict:
-    """Poll GET /train/ as the Slicer plugin does until the run is DONE, ERROR or STOPPED."""
-    deadline = time.time() + timeout_s
-    status = client.train_status()
-    while status.get("status") not in ("DONE", "ERROR", "STOPPED") and time.time() < deadline:
-        time.sleep(1)
-        status = client.train_status()
-    return status
-
-
-def _model_checksum(url: str) -> str:
-    with urllib.request.urlopen(f"{url}/model/info/muduo_student", timeout=10) as r:
-        return json.loads(r.read())["checksum"]
 
 
 def test_slicer_call_sequence_against_a_real_server(server, tmp_path):
@@ -130,11 +68,11 @@ def test_slicer_call_sequence_against_a_real_server(server, tmp_path):
     saved = load_volume(store / "labels" / "final" / f"{image_id}.nii.gz")
     assert np.array_equal(saved.array, truth.array)
 
-    before = _model_checksum(url)
+    before = model_checksum(url)
     client.train_start("muduo", {"max_iterations": 2})
-    status = _finished_training(client, 240)
+    status = finished_training(client, 240)
     assert status["status"] == "DONE", status
-    assert _model_checksum(url) != before
+    assert model_checksum(url) != before
 
     _, params = client.infer("muduo_student", image_id, {"result_extension": ".nii.gz", "result_dtype": "uint8"})
     assert params["student"]["iterations"] == 2 and params["student"]["method"] == "muduo"
@@ -166,7 +104,7 @@ def test_stopped_or_failed_training_keeps_the_previous_student_serving(server, t
 
     url, store = server
     client = MONAILabelClient(url, tmpdir=str(tmp_path), client_id="slicer-test")
-    before = _model_checksum(url)
+    before = model_checksum(url)
     client.train_start("muduo", {"max_iterations": 5000})  # stopped by DELETE /train/
     status = client.train_status()
     for _ in range(60):
@@ -175,22 +113,22 @@ def test_stopped_or_failed_training_keeps_the_previous_student_serving(server, t
         time.sleep(0.5)
         status = client.train_status()
     assert client.train_stop()["status"] == "STOPPED"
-    assert client.train_status()["status"] == "STOPPED" and _model_checksum(url) == before
+    assert client.train_status()["status"] == "STOPPED" and model_checksum(url) == before
     for path in (store / "labels" / "final").glob("*.nii.gz"):
         path.unlink()  # no labelled case left: the run must fail with that reason
     client.train_start("muduo", {"max_iterations": 2})
-    status = _finished_training(client, 120)
+    status = finished_training(client, 120)
     assert status["status"] == "ERROR"
     assert any("no labelled case" in line for line in status["details"]), status["details"]
     assert status["reason"].startswith("MuDuo training refused:") and "no labelled case" in status["reason"]
-    assert _model_checksum(url) == before
+    assert model_checksum(url) == before
     out, params = client.infer("muduo_student", "syn000", {"result_extension": ".nii.gz"})
     assert load_volume(out).shape == load_volume(store / "syn000.nii.gz").shape
 
 
 def test_a_server_reachable_from_other_machines_refuses_to_start_without_auth(studies, tmp_path):
     store, student = studies
-    cmd = _command(store, student, tmp_path, _free_port(), host="0.0.0.0")
+    cmd = command(store, student, tmp_path, free_port(), host="0.0.0.0")
     env = {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", ""), **ENV}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=120)
     assert out.returncode != 0
@@ -240,39 +178,6 @@ def test_authentication_with_the_monai_label_client_and_roles(studies, tmp_path)
         stop_server(proc, log)
 
 
-def _training_process(server_pid: int, timeout_s: float = 60):
-    """The server's training subprocess (MONAI Label runs ``monailabel.interfaces.utils.app -m train``)."""
-    import psutil
-
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        for child in psutil.Process(server_pid).children(recursive=True):
-            try:
-                cmd = child.cmdline()
-            except psutil.Error:
-                continue
-            if "monailabel.interfaces.utils.app" in cmd and "train" in cmd:
-                return child
-        time.sleep(0.2)
-    raise AssertionError("no training subprocess appeared")
-
-
-def kill_training_at(proc, url, store, delay_s: float, client) -> dict:
-    """Start a run, SIGKILL its process ``delay_s`` after it appears, and return what the server says."""
-    before = _model_checksum(url)
-    runs_before = (
-        set((store.parent / "model" / "runs").glob("*")) if (store.parent / "model" / "runs").is_dir() else set()
-    )
-    client.train_start("muduo", {"max_iterations": 2000})
-    child = _training_process(proc.pid)
-    time.sleep(delay_s)
-    for p in [*child.children(recursive=True), child]:
-        p.kill()
-    status = _finished_training(client, 60)
-    runs = set((store.parent / "model" / "runs").glob("*")) - runs_before
-    return {"status": status, "checksum_kept": _model_checksum(url) == before, "new_runs": sorted(runs)}
-
-
 @pytest.mark.slow
 def test_a_training_killed_at_random_points_leaves_the_served_student_serving(studies, tmp_path):
     """Three kill points in CI (sample-datasets/scripts/kill_training.py runs more and writes the README's)."""
@@ -291,5 +196,82 @@ def test_a_training_killed_at_random_points_leaves_the_served_student_serving(st
             assert not any((run / "FINISHED.json").exists() for run in out["new_runs"])
             result, params = client.infer("muduo_student", "syn000", {"result_extension": ".nii.gz"})
             assert load_volume(result).shape == load_volume(store / "syn000.nii.gz").shape
+    finally:
+        stop_server(proc, log)
+
+
+@pytest.mark.slow
+def test_load_of_eight_clients_while_a_training_runs(studies, tmp_path):
+    """8 clients mixing inference, next sample, clicks and label saves for 60 s while a MuDuo training
+    runs: no 5xx, /info/ within 1 s throughout, no label version lost; latencies and memory reported."""
+    from tests.lib.harness import run_load
+
+    store, student = studies
+    proc, url, log = start_server(store, student, tmp_path)
+    try:
+        seconds = float(os.environ.get("MUDUO_LOAD_SECONDS", "60"))
+        report = run_load(url, store, proc.pid, clients=8, seconds=seconds)
+    finally:
+        stop_server(proc, log)
+    (tmp_path / "load.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+    assert report["training_status_during_load"] == "RUNNING", report
+    requests = {name: k for name, k in report["kinds"].items() if name != "info"}
+    assert all(k["requests"] > 0 and k["5xx"] == 0 and k["4xx"] == 0 for k in requests.values()), report
+    assert {"infer", "next_sample", "click", "save_label", "info"} <= set(report["kinds"]), report
+    assert report["kinds"]["info"]["max_s"] < 1.0, report
+    assert report["label_saves"] > 0 and report["label_versions_lost"] == 0, report
+
+
+@pytest.mark.slow
+def test_a_server_killed_during_label_saves_restarts_on_a_consistent_datastore(studies, tmp_path):
+    """kill -9 while a client saves labels as fast as it can; the restarted server serves every case, the
+    final label is a complete version that is also in the history, and no temporary file is left."""
+    import threading
+
+    import psutil
+    from monailabel.client import MONAILabelClient
+    from monailabel.client.client import MONAILabelClientException
+
+    store, student = studies
+    proc, url, log = start_server(store, student, tmp_path)
+    truth = load_volume(store / "ground_truth" / "syn000.nii.gz")
+    stop = threading.Event()
+
+    def saver():
+        client = MONAILabelClient(url, tmpdir=str(tmp_path), client_id="saver")
+        for n in range(10_000):
+            if stop.is_set():
+                return
+            label = truth.array.copy()
+            label.flat[n] = 13
+            save_volume(type(truth)(label, truth.affine), tmp_path / f"v{n}.nii.gz", dtype=np.uint8)
+            try:
+                client.save_label("syn000", str(tmp_path / f"v{n}.nii.gz"), tag="final", params={})
+            except (MONAILabelClientException, OSError):
+                return  # the server is gone
+
+    thread = threading.Thread(target=saver, daemon=True)
+    thread.start()
+    time.sleep(float(np.random.default_rng(1).uniform(1.0, 3.0)))
+    for p in [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]:
+        p.kill()
+    proc.wait(timeout=20)
+    stop.set()
+    thread.join(timeout=30)
+    log.close()
+    history = sorted((store / "label_history" / "syn000").glob("*.nii.gz"))
+    assert len(history) >= 2  # saves happened before the kill
+    proc, url, log = start_server(store, student, tmp_path)
+    try:
+        assert not [p for p in store.rglob(".tmp-*")]
+        final = load_volume(store / "labels" / "final" / "syn000.nii.gz")
+        assert any(np.array_equal(final.array, load_volume(h).array) for h in history[-2:])
+        for h in history:
+            load_volume(h)  # every version complete
+        client = MONAILabelClient(url, tmpdir=str(tmp_path), client_id="after")
+        assert client.info()["labels"]["lesion"] == 13
+        out, _ = client.infer("muduo_student", "syn000", {"result_extension": ".nii.gz"})
+        assert load_volume(out).shape == truth.shape
     finally:
         stop_server(proc, log)
