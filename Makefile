@@ -15,6 +15,7 @@ DEMO_STAMP := $(DEMO)/.prepared
 DEMO_STUDENT := $(DEMO)/student/.done
 HOST ?= 127.0.0.1
 PORT ?= 8000
+AUTH_USERS ?=
 PYTEST_ARGS ?=
 
 .PHONY: setup lint format test demo serve clean-demo
@@ -65,7 +66,7 @@ demo: setup $(DEMO_STAMP) $(DEMO_STUDENT)
 # PYTHONPATH must be set (even empty) for MONAI Label's background training (MONAILABEL_NOTES.md).
 serve: demo
 	PYTHONPATH= MONAI_LABEL_TRACKING_ENABLED=false $(PY) -m monailabel.main start_server --app apps/muduo \
-		--studies $(DEMO)/datastore --host $(HOST) --port $(PORT)
+		--studies $(DEMO)/datastore --host $(HOST) --port $(PORT) $(if $(AUTH_USERS),--conf auth_users $(AUTH_USERS))
 
 clean-demo:
 	rm -rf $(DEMO)

@@ -25,7 +25,10 @@ delete, image and label delete (label history is never lost), dataset download, 
 parameters and tracebacks), the DICOM proxy, OHIF, batch inference, scoring, whole-slide inference and
 ``/reload``.
 
-Added: ``GET /datastore/pet?image=ID`` downloads the case's PET (the datastore image is the CT).
+Added: ``GET /datastore/pet?image=ID`` downloads the case's PET (the datastore image is the CT);
+``GET /train/`` gives a failed run's ``reason``; the login routes ``GET /auth/``, ``POST /auth/token``,
+``GET /auth/token/valid`` (:mod:`lib.security`), whose middleware then guards every other route when
+``--conf auth_users`` is given. CORS is narrowed to ``--conf allowed_origins`` (none by default).
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ from monailabel.endpoints.user.auth import RBAC, User
 
 from lib.errors import http_errors, not_found, unprocessable
 from lib.security import AuthMiddleware, TokenIssuer, Users, restrict_cors, user_of
-from lib.trainers.muduo import failure_reason
+from lib.trainers.muduo import explain_end
 from mudo_app.errors import InputError
 
 ALL_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
@@ -277,10 +280,7 @@ def _checked_routes(instance: Any, prefix: str) -> list[APIRoute]:
     ) -> Any:
         result = train.status(all, check_if_running)
         tasks = result if isinstance(result, list) else [result]
-        out = [
-            {**t, "reason": failure_reason(list(t.get("details") or []))} if t.get("status") == "ERROR" else t
-            for t in tasks
-        ]
+        out = [explain_end(t) for t in tasks]
         return out if isinstance(result, list) else out[0]
 
     def train_all(user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN))) -> None:

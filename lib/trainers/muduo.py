@@ -49,6 +49,20 @@ def failure_reason(details: list[str]) -> str:
     )
 
 
+DONE_LINE = "MuDuo training done: published"
+
+
+def explain_end(task: dict[str, Any]) -> dict[str, Any]:
+    """A ``GET /train/`` task with the reason of a failure; a run whose process was ended after it had
+    published its student (its last line says so) is DONE, with a note."""
+    if task.get("status") != "ERROR":
+        return task
+    details = list(task.get("details") or [])
+    if any(DONE_LINE in line for line in details):
+        return {**task, "status": "DONE", "note": "the process was ended after it had published its student"}
+    return {**task, "reason": failure_reason(details)}
+
+
 class MuDuoTrainTask(TrainTask):
     def __init__(self, resources: Resources, studies: str):
         super().__init__(
@@ -118,7 +132,7 @@ class MuDuoTrainTask(TrainTask):
             tmp.write_text(json.dumps(stats, indent=2))
         with atomic_write(conf.model_dir / "train_stats.json") as tmp:
             tmp.write_text(json.dumps(stats, indent=2))
-        logger.info(f"MuDuo training done: published {conf.published_student}")
+        logger.info(f"{DONE_LINE} {conf.published_student}")
         return stats
 
     def publish(self, student: Path) -> None:

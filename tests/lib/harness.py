@@ -105,20 +105,31 @@ def training_process(server_pid: int, timeout_s: float = 60):
     raise AssertionError("no training subprocess appeared")
 
 
-def kill_training_at(proc, url, store, delay_s: float, client) -> dict:
+def kill_training_at(proc, url, store, delay_s: float, client, iterations: int = 2000) -> dict:
     """Start a run, SIGKILL its process ``delay_s`` after it appears, and return what the server says."""
+    import psutil
+
     before = model_checksum(url)
     runs_before = (
         set((store.parent / "model" / "runs").glob("*")) if (store.parent / "model" / "runs").is_dir() else set()
     )
-    client.train_start("muduo", {"max_iterations": 2000})
+    client.train_start("muduo", {"max_iterations": iterations})
     child = training_process(proc.pid)
     time.sleep(delay_s)
-    for p in [*child.children(recursive=True), child]:
-        p.kill()
+    try:
+        for p in [*child.children(recursive=True), child]:
+            p.kill()
+    except psutil.NoSuchProcess:
+        pass  # the run ended before the kill: it must then have finished and published
     status = finished_training(client, 60)
     runs = set((store.parent / "model" / "runs").glob("*")) - runs_before
-    return {"status": status, "checksum_kept": model_checksum(url) == before, "new_runs": sorted(runs)}
+    finished = any((run / "FINISHED.json").exists() for run in runs)
+    return {
+        "status": status,
+        "checksum_kept": model_checksum(url) == before,
+        "new_runs": sorted(runs),
+        "finished": finished,
+    }
 
 
 def _percentile(values: list[float], q: float) -> float | None:

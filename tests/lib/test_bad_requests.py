@@ -91,6 +91,10 @@ def _files(folder: Path, store: Path) -> dict[str, Path]:
         ),
         "nan": _save(folder / "nan.nii.gz", np.full((*shape, 2), np.nan, np.float32), affine),
     }
+    flat = nib.Nifti1Image(np.stack([ct.get_fdata(), pet.get_fdata()], -1).astype(np.float32), None)
+    flat.header.set_sform(np.diag([2.0, 2.0, 0.0, 1.0]), code=1)  # an axis of zero length: no grid
+    files["flat"] = folder / "flat.nii.gz"
+    nib.save(flat, files["flat"])
     data = bytearray(files["crc"].read_bytes())
     data[-8] ^= 0xFF  # the gzip trailer's CRC32
     files["crc"].write_bytes(bytes(data))
@@ -186,6 +190,7 @@ CATALOGUE = [
     (_put("/datastore/image?image=new1", "file", "one_channel"), 422, "2 channels"),
     (_put("/datastore/image?image=new1", "file", "swapped"), 422, "channels"),
     (_put("/datastore/image?image=new1", "file", "nan"), 422, "NaN"),
+    (_put("/datastore/image?image=new1", "file", "flat"), 422, "singular"),
     (_put("/datastore/image?image=../../x", "file", "swapped"), 422, "case id"),
     (_put("/datastore/?image=new1", "file", "junk"), 422, "cannot read"),
     # deletes and uploads over the model: not offered

@@ -64,3 +64,13 @@ def test_the_failure_reason_of_a_run_is_found_in_its_last_lines():
         failure_reason(["  File x", "RuntimeError: CUDA out of memory"]) == "MuDuo training failed: CUDA out of memory"
     )
     assert "killed" in failure_reason(["iteration 12/2000"])
+
+
+def test_a_run_killed_after_publishing_is_reported_done():
+    from lib.trainers.muduo import explain_end
+
+    published = {"status": "ERROR", "details": ["... - MuDuo training done: published /m/muduo_student.pt"]}
+    assert explain_end(published)["status"] == "DONE" and "after it had published" in explain_end(published)["note"]
+    killed = {"status": "ERROR", "details": ["muduo: 40%"]}
+    assert explain_end(killed)["status"] == "ERROR" and "killed" in explain_end(killed)["reason"]
+    assert explain_end({"status": "RUNNING"}) == {"status": "RUNNING"}
