@@ -29,9 +29,12 @@ class MuDuoDatastore(LocalDatastore):
     ):
         self.store = PetCtDatastore(studies, create=True)
         self.max_voxels = max_voxels
+        super().__init__(studies, extensions=("*.nii.gz",), auto_reload=auto_reload, read_only=read_only)
+
+    def remove_stale_temporaries(self) -> None:
+        """At server start only (never in a training subprocess, which runs beside a writing server)."""
         for path in self.store.remove_stale_temporaries():  # a server killed while writing left them
             logger.warning(f"removed a temporary file left by an interrupted write: {path}")
-        super().__init__(studies, extensions=("*.nii.gz",), auto_reload=auto_reload, read_only=read_only)
 
     # ---- lookups -----------------------------------------------------------------------------------
     def has_image(self, image_id: str) -> bool:

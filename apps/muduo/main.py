@@ -92,6 +92,8 @@ class MuDuoApp(MONAILabelApp):
         }
 
     def on_init_complete(self):
+        """Server start (MONAI Label calls it only in the server process, not in training subprocesses)."""
+        self._datastore.remove_stale_temporaries()
         super().on_init_complete()
         routes.install(self)
 

@@ -53,11 +53,13 @@ DONE_LINE = "MuDuo training done: published"
 
 
 def explain_end(task: dict[str, Any]) -> dict[str, Any]:
-    """A ``GET /train/`` task with the reason of a failure; a run whose process was ended after it had
-    published its student (its last line says so) is DONE, with a note."""
+    """A snapshot of a ``GET /train/`` task with the reason of a failure; a run whose process was ended
+    after it had published its student (its last line says so) is DONE, with a note. (A snapshot: MONAI
+    Label's runner changes the live task while the answer is being written.)"""
+    details = list(task.get("details") or [])
+    task = {**task, "details": details}
     if task.get("status") != "ERROR":
         return task
-    details = list(task.get("details") or [])
     if any(DONE_LINE in line for line in details):
         return {**task, "status": "DONE", "note": "the process was ended after it had published its student"}
     return {**task, "reason": failure_reason(details)}

@@ -73,4 +73,4 @@ def test_a_run_killed_after_publishing_is_reported_done():
     assert explain_end(published)["status"] == "DONE" and "after it had published" in explain_end(published)["note"]
     killed = {"status": "ERROR", "details": ["muduo: 40%"]}
     assert explain_end(killed)["status"] == "ERROR" and "killed" in explain_end(killed)["reason"]
-    assert explain_end({"status": "RUNNING"}) == {"status": "RUNNING"}
+    assert explain_end({"status": "RUNNING"}) == {"status": "RUNNING", "details": []}
