@@ -54,7 +54,7 @@ from monailabel.endpoints.infer import ResultType, send_response
 from monailabel.endpoints.user.auth import RBAC, User
 
 from lib.errors import http_errors, not_found, unprocessable
-from lib.security import AuthMiddleware, TokenIssuer, Users, restrict_cors, user_of
+from lib.security import AuthMiddleware, BodySizeLimit, TokenIssuer, Users, restrict_cors, user_of
 from lib.trainers.muduo import explain_end
 from mudo_app.errors import InputError
 
@@ -154,6 +154,7 @@ def install(instance: Any) -> bool:
     prefix = settings.MONAI_LABEL_API_STR
     conf = instance.server_config
     restrict_cors(server.middleware_stack, conf.allowed_origins)
+    server.middleware_stack = BodySizeLimit(server.middleware_stack, conf.max_upload_bytes + (1 << 20))
     issuer = None
     if instance.users is not None:
         issuer = TokenIssuer(conf.model_dir / ".auth_secret", conf.token_minutes)

@@ -103,7 +103,9 @@ def _files(folder: Path, store: Path) -> dict[str, Path]:
     files["png"] = folder / "label.png"
     files["png"].write_bytes(b"\x89PNG")
     files["big"] = folder / "big.nii.gz"
-    files["big"].write_bytes(gzip.compress(os.urandom((MAX_UPLOAD_MB + 1) * 1024 * 1024), compresslevel=0))
+    files["big"].write_bytes(gzip.compress(os.urandom(int(1.5 * MAX_UPLOAD_MB * 2**20)), compresslevel=0))
+    files["huge"] = folder / "huge.nii.gz"  # its Content-Length alone is refused, before the body is read
+    files["huge"].write_bytes(gzip.compress(os.urandom(3 * MAX_UPLOAD_MB * 2**20), compresslevel=0))
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         info = tarfile.TarInfo("../escaped/PROOF.txt")
@@ -181,6 +183,7 @@ CATALOGUE = [
     (_put("/datastore/label?image=syn002&tag=final", "label", "complex"), 422, "not a real number"),
     (_put("/datastore/label?image=syn002&tag=final", "label", "voxels"), 422, "exceed this server's limit"),
     (_put("/datastore/label?image=syn002&tag=final", "label", "big"), 413, "larger than this server's limit"),
+    (_put("/datastore/image?image=new2", "file", "huge"), 413, "exceeds this server's limit"),
     (_put("/datastore/label?image=syn002&tag=final", "label", "png"), 422, "must end in one of"),
     (_put("/datastore/label?image=syn002&tag=final", "label", "grid", "[1, 2]"), 422, "JSON object, got list"),
     (_put("/datastore/label?image=syn002&tag=final", "label", "grid", "{x"), 422, "params must be a JSON object"),
