@@ -129,7 +129,7 @@ class PetCtDatastore:
 
     def label_history(self, case_id: str) -> list[Path]:
         d = self.history_dir(case_id)
-        return sorted(d.glob("*.nii.gz")) if d.is_dir() else []
+        return sorted(p for p in d.glob("*.nii.gz") if not p.name.startswith(".")) if d.is_dir() else []
 
     # ---- writes --------------------------------------------------------------------------------
     def remove_stale_temporaries(self) -> list[Path]:

@@ -178,7 +178,10 @@ def run_load(
     truth = {c: load_volume(store / "ground_truth" / f"{c}.nii.gz") for c in cases}
     labelled = [c for c in cases if (store / "labels" / "final" / f"{c}.nii.gz").is_file()]  # re-saved only:
     # the unlabelled cases stay unlabelled, so the training run keeps its unlabelled set
-    history0 = {c: len(list((store / "label_history" / c).glob("*.nii.gz"))) for c in cases}
+    from mudo_app.io.datastore import PetCtDatastore
+
+    versions = PetCtDatastore(store).label_history
+    history0 = {c: len(versions(c)) for c in cases}
     work = store.parent / "load"
     rss_start = _rss_mb(server_pid)
     rows: dict[str, list[tuple[float, int]]] = {}
@@ -235,7 +238,7 @@ def run_load(
     training = MONAILabelClient(url, tmpdir=str(work)).train_status() if train else {}
     if train:
         MONAILabelClient(url, tmpdir=str(work)).train_stop()
-    history = {c: len(list((store / "label_history" / c).glob("*.nii.gz"))) - history0[c] for c in cases}
+    history = {c: len(versions(c)) - history0[c] for c in cases}
     kinds = {
         kind: {
             "requests": len(r),
