@@ -38,43 +38,11 @@ def main() -> int:
     from monailabel.client import MONAILabelClient
 
     from mudo_app.bench.machine import describe
-    from mudo_app.cli import main as muduo
     from mudo_app.io.volume import load_volume
-    from mudo_app.train.config import config_from_dict
-    from mudo_app.train.trainer import Trainer
-    from tests.lib.harness import kill_training_at, run_load, start_server, stop_server
+    from tests.lib.harness import kill_training_at, run_load, small_datastore, start_server, stop_server
 
     work = Path(tempfile.mkdtemp(prefix="muduo-faults-"))
-    store = work / "studies"
-    assert (
-        muduo(
-            [
-                "sample-data",
-                "--out",
-                str(store),
-                "--cases",
-                "4",
-                "--labelled",
-                "2",
-                "--seed",
-                "5",
-                "--spacing",
-                "8",
-                "8",
-                "8",
-            ]
-        )
-        == 0
-    )
-    run = {
-        "datastore": str(store),
-        "out": str(work / "run"),
-        "method": "supervised",
-        "patch": [32, 32, 32],
-        "iterations": 3,
-        "threads": 1,
-    }
-    student = Trainer(config_from_dict(run), progress=False).run()
+    store, student = small_datastore(work)
     rng = np.random.default_rng(args.seed)
     delays = [0.0, *rng.uniform(0.5, 30.0, size=max(args.kills - 1, 0)).round(2).tolist()]
     kills = []

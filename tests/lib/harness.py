@@ -5,6 +5,7 @@ Every server binds 127.0.0.1 on a free port; nothing here talks to another addre
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -260,3 +261,50 @@ def run_load(
         "label_versions_lost": sum(max(0, saves[c] - history[c]) for c in cases),
         "server_rss_mb": {"start": rss_start, "end": _rss_mb(server_pid)},
     }
+
+
+@contextlib.contextmanager
+def in_process_app(store: Path, conf: dict, sessions: Path):
+    """The app in this process (FastAPI TestClient), configured as MONAI Label's own tests do it:
+    settings patched and mirrored in the environment, the app cache cleared before and after."""
+    import pytest
+    from fastapi.testclient import TestClient
+    from monailabel.config import settings
+    from monailabel.interfaces.utils.app import clear_cache
+
+    values = {
+        "MONAI_LABEL_APP_DIR": str(REPO / "apps" / "muduo"),
+        "MONAI_LABEL_STUDIES": str(store),
+        "MONAI_LABEL_APP_CONF": conf,
+        "MONAI_LABEL_DATASTORE_AUTO_RELOAD": False,
+        "MONAI_LABEL_SESSION_PATH": str(sessions),
+        "MONAI_LABEL_TRACKING_ENABLED": False,
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in values.items():
+            mp.setattr(settings, key, value)
+            mp.setenv(key, json.dumps(value) if isinstance(value, dict) else str(value))
+        mp.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
+        clear_cache()
+        from monailabel.app import app
+
+        try:
+            with TestClient(app) as client:
+                yield client
+        finally:
+            clear_cache()
+
+
+def small_datastore(root: Path) -> tuple[Path, Path]:
+    """(datastore, student): 4 synthetic 8 mm cases (2 labelled, synthetic PET) and a 3-iteration student."""
+    from mudo_app.cli import main as muduo
+    from mudo_app.train.config import config_from_dict
+    from mudo_app.train.trainer import Trainer
+
+    store = Path(root) / "store"
+    args = ["sample-data", "--out", str(store), "--cases", "4", "--labelled", "2", "--seed", "5"]
+    if muduo([*args, "--spacing", "8", "8", "8"]) != 0:
+        raise RuntimeError("sample-data failed")
+    values = {"datastore": str(store), "out": str(Path(root) / "run"), "method": "supervised", "patch": [32] * 3}
+    student = Trainer(config_from_dict({**values, "iterations": 3, "threads": 1}), progress=False).run()
+    return store, student

@@ -1,43 +1,23 @@
 """In-process API tests of the MONAI Label app (FastAPI TestClient), as MONAI Label's own tests do."""
 
 import json
-import os
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
+from tests.lib.harness import in_process_app
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()
-def client(studies, tmp_path, monkeypatch):
-    from fastapi.testclient import TestClient
-    from monailabel.config import settings
-
+def client(studies, tmp_path):
     store, student = studies
     conf = {"student": str(student), "model_dir": str(tmp_path / "model"), "train_iterations": "2"}
-    values = {
-        "MONAI_LABEL_APP_DIR": str(REPO / "apps" / "muduo"),
-        "MONAI_LABEL_STUDIES": str(store),
-        "MONAI_LABEL_APP_CONF": conf,
-        "MONAI_LABEL_DATASTORE_AUTO_RELOAD": False,
-        "MONAI_LABEL_SESSION_PATH": str(tmp_path / "sessions"),
-        "MONAI_LABEL_TRACKING_ENABLED": False,
-    }
-    for key, value in values.items():
-        monkeypatch.setattr(settings, key, value)
-        monkeypatch.setenv(key, json.dumps(value) if isinstance(value, dict) else str(value))
-    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
-    from monailabel.interfaces.utils.app import clear_cache
-
-    clear_cache()
-    from monailabel.app import app
-
-    with TestClient(app) as c:
+    with in_process_app(store, conf, tmp_path / "sessions") as c:
         yield c, store, tmp_path / "model"
-    clear_cache()
 
 
 def _multipart_file(response):

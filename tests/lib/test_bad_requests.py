@@ -18,6 +18,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from tests.lib.harness import in_process_app
+
 REPO = Path(__file__).resolve().parents[2]
 MAX_UPLOAD_MB = 1
 
@@ -27,10 +29,6 @@ def server(small_store, tmp_path_factory):
     """The app in-process on a copy of the small datastore, with a 1 MB upload cap and a voxel cap just
     above the cases' own size."""
     import shutil
-
-    from fastapi.testclient import TestClient
-    from monailabel.config import settings
-    from monailabel.interfaces.utils.app import clear_cache
 
     store_src, student = small_store
     root = tmp_path_factory.mktemp("bad")
@@ -45,25 +43,8 @@ def server(small_store, tmp_path_factory):
         "max_voxels": str(int(np.prod(shape)) + 10),
         "max_clicks": "50",
     }
-    values = {
-        "MONAI_LABEL_APP_DIR": str(REPO / "apps" / "muduo"),
-        "MONAI_LABEL_STUDIES": str(store),
-        "MONAI_LABEL_APP_CONF": conf,
-        "MONAI_LABEL_DATASTORE_AUTO_RELOAD": False,
-        "MONAI_LABEL_SESSION_PATH": str(root / "sessions"),
-        "MONAI_LABEL_TRACKING_ENABLED": False,
-    }
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in values.items():
-            mp.setattr(settings, key, value)
-            mp.setenv(key, json.dumps(value) if isinstance(value, dict) else str(value))
-        mp.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
-        clear_cache()
-        from monailabel.app import app
-
-        with TestClient(app) as client:
-            yield client, store, root / "model", _files(root / "files", store)
-        clear_cache()
+    with in_process_app(store, conf, root / "sessions") as client:
+        yield client, store, root / "model", _files(root / "files", store)
 
 
 def _save(path: Path, array, affine) -> Path:
