@@ -153,7 +153,10 @@ def install(instance: Any) -> bool:
         return False
     prefix = settings.MONAI_LABEL_API_STR
     conf = instance.server_config
-    restrict_cors(server.middleware_stack, conf.allowed_origins)
+    if server.middleware_stack is None:  # built on the first call; the lifespan call made it already
+        server.middleware_stack = server.build_middleware_stack()
+    if not restrict_cors(server.middleware_stack, conf.allowed_origins):
+        raise RuntimeError("MONAI Label's CORS middleware was not found: refusing to serve with its wide default")
     server.middleware_stack = BodySizeLimit(server.middleware_stack, conf.max_upload_bytes + (1 << 20))
     issuer = None
     if instance.users is not None:
