@@ -209,8 +209,6 @@ def _checked_routes(instance: Any, prefix: str) -> list[APIRoute]:
         output: ResultType | None = None,
         user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER)),
     ) -> Any:
-        if model not in instance._infers:
-            raise not_found(f"unknown model {model!r}; available: {sorted(instance._infers)}")
         if file is not None or label is not None or session_id:
             raise unprocessable(
                 "this server infers on datastore cases only (CT and PET by one id): add the case with "
@@ -218,13 +216,8 @@ def _checked_routes(instance: Any, prefix: str) -> list[APIRoute]:
             )
         if not image:
             raise unprocessable("give the case: POST /infer/{model}?image=ID (an id of the datastore)")
-        request = parse_params(params)
-        if request.get("save_label") or request.get("label_tag"):
-            raise unprocessable("inference never stores a label: save a corrected label with PUT /datastore/label")
-        instance.datastore().require(image)
-        request.update(model=model, image=image)
-        with http_errors():
-            result = instance.infer(request)
+        # the model, the id and the no-label rule are checked by MuDuoApp.infer, the one place for them
+        result = instance.infer({**parse_params(params), "model": model, "image": image})
         return send_response(instance.datastore(), result, output, background_tasks)
 
     def save_label(

@@ -111,9 +111,8 @@ def kill_training_at(proc, url, store, delay_s: float, client, iterations: int =
     import psutil
 
     before = model_checksum(url)
-    runs_before = (
-        set((store.parent / "model" / "runs").glob("*")) if (store.parent / "model" / "runs").is_dir() else set()
-    )
+    runs_dir = store.parent / "model" / "runs"
+    runs_before = set(runs_dir.glob("*"))  # an absent folder globs to nothing
     client.train_start("muduo", {"max_iterations": iterations})
     child = training_process(proc.pid)
     time.sleep(delay_s)
@@ -123,7 +122,7 @@ def kill_training_at(proc, url, store, delay_s: float, client, iterations: int =
     except psutil.NoSuchProcess:
         pass  # the run ended before the kill: it must then have finished and published
     status = finished_training(client, 60)
-    runs = set((store.parent / "model" / "runs").glob("*")) - runs_before
+    runs = set(runs_dir.glob("*")) - runs_before
     finished = any((run / "FINISHED.json").exists() for run in runs)
     return {
         "status": status,
@@ -134,10 +133,9 @@ def kill_training_at(proc, url, store, delay_s: float, client, iterations: int =
 
 
 def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))], 3)
+    import numpy as np
+
+    return round(float(np.percentile(values, q, method="nearest")), 3) if values else None
 
 
 def _status_of(exc: Exception) -> int:
