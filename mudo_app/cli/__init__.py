@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from mudo_app import __version__
 from mudo_app.cli import benchmark, data, evaluate, predict, teachers, train
 from mudo_app.errors import InputError
+from mudo_app.runtime.imports import block_imports
 
 COMMAND_MODULES = (data, teachers, train, predict, evaluate, benchmark)
 
@@ -33,8 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, dedicated_process: bool = False) -> int:
+    """Run one command; ``dedicated_process``: this process runs only this command, then exits (the
+    console script), so packages the command declares it never uses (``unused_imports``) are blocked."""
     args = build_parser().parse_args(argv)
+    if dedicated_process:
+        block_imports(getattr(args, "unused_imports", ()))
     with _core_logging_to_stderr(args.command):
         try:
             return int(args.run(args) or 0)
@@ -60,4 +65,4 @@ def _core_logging_to_stderr(command: str) -> Iterator[None]:
 
 
 def entry_point() -> None:
-    sys.exit(main())
+    sys.exit(main(dedicated_process=True))

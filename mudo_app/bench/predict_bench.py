@@ -1,0 +1,121 @@
+"""`muduo predict` end to end (start, imports, read, preprocess, infer, write, exit) on whole-body cases.
+
+Makes ``--cases`` whole-body 2 x 400 x 400 x 326 cases (random: CT ~ N(0, 300) HU, PET ~ Gamma(1, 1)
+SUV, float32 ``.nii.gz``, seeded; the cost of a sliding window does not depend on the content, and
+random voxels are the slow case for gzip), then times, each in its own process and with nothing else
+running: the one-case command on every case, and the folder command once over all of them. Wall
+time and peak resident memory come from ``wait4`` on each process. The labels of both ways must be
+byte-identical.
+
+    python -m mudo_app.bench.predict_bench [--model CKPT] [--cases 8] [--out FILE.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from mudo_app.io.atomic import atomic_write
+
+WHOLE_BODY = (400, 400, 326)
+
+
+def _make_cases(folder: Path, n: int) -> None:
+    import numpy as np
+
+    from mudo_app.io.volume import Volume, save_volume
+
+    affine = np.diag([2.0, 2.0, 3.0, 1.0])
+    for c in range(n):
+        rng = np.random.default_rng(c)
+        save_volume(Volume(rng.normal(0, 300, WHOLE_BODY).astype(np.float32), affine), folder / f"wb{c}_0000.nii.gz")
+        save_volume(Volume(rng.gamma(1.0, 1.0, WHOLE_BODY).astype(np.float32), affine), folder / f"wb{c}_0001.nii.gz")
+
+
+def _untrained(path: Path) -> None:
+    import torch
+
+    from mudo_app.models.checkpoint import save_student
+    from mudo_app.models.student import build_student
+
+    torch.manual_seed(0)
+    note = {"note": "untrained, for timing", "config": {"patch": [64, 64, 64]}}
+    save_student(path, build_student("unet_lite"), "unet_lite", provenance=note)
+
+
+def _timed(cmd: list[str]) -> dict:
+    """Run ``cmd``; its wall seconds and peak RSS (GiB), from the kernel's accounting of that process."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {err[-2000:]}")
+    return {"seconds": round(seconds, 2), "peak_rss_gib": round(usage.ru_maxrss / 2**20, 2)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=None, help="student checkpoint (default: an untrained unet_lite)")
+    parser.add_argument("--cases", type=int, default=8, help="whole-body cases to make and predict")
+    parser.add_argument("--out", type=Path, default=None, help="write the results here (JSON)")
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    args = parser.parse_args(argv)
+    from mudo_app.bench.machine import describe
+
+    work = Path(args.work or tempfile.mkdtemp(prefix="predict-bench-"))
+    src, single, folder = work / "imagesTs", work / "single", work / "folder"
+    for d in (src, single, folder):
+        d.mkdir(parents=True, exist_ok=True)
+    try:
+        model = args.model or work / "untrained.pt"
+        if args.model is None:
+            _untrained(model)
+        if len(list(src.glob("*_0001.nii.gz"))) != args.cases:
+            _make_cases(src, args.cases)
+        muduo = [sys.executable, "-m", "mudo_app.cli", "predict", "--model", str(model), "--no-progress"]
+        one = []
+        for c in range(args.cases):
+            ct, pet = src / f"wb{c}_0000.nii.gz", src / f"wb{c}_0001.nii.gz"
+            one.append(_timed([*muduo, "--ct", str(ct), "--pet", str(pet), "--out", str(single / f"wb{c}.nii.gz")]))
+            print("one case", one[-1], flush=True)
+        many = _timed([*muduo, "--input", str(src), "--output", str(folder)])
+        print("folder", many, flush=True)
+        identical = all(
+            (single / f"wb{c}.nii.gz").read_bytes() == (folder / f"wb{c}.nii.gz").read_bytes()
+            for c in range(args.cases)
+        )
+        total_one = sum(r["seconds"] for r in one)
+        result = {
+            "machine": describe(),
+            "model": str(args.model) if args.model else "untrained unet_lite (64^3 windows)",
+            "case": {"shape": [2, *WHOLE_BODY], "content": "random (seeded), float32 .nii.gz"},
+            "command": "muduo predict --ct CT --pet PET --out LABEL (precision auto, overlap 0.25)",
+            "one_case": one,
+            "one_case_median_seconds": sorted(r["seconds"] for r in one)[len(one) // 2],
+            "one_case_peak_rss_gib": max(r["peak_rss_gib"] for r in one),
+            "folder": {"cases": args.cases, **many},
+            "folder_speed_up": round(total_one / many["seconds"], 2),
+            "labels_identical": identical,
+        }
+        print(json.dumps(result, indent=2))
+        if args.out:
+            with atomic_write(args.out) as tmp:
+                tmp.write_text(json.dumps(result, indent=2) + "\n")
+        return 0 if identical else 1
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
