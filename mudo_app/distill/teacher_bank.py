@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mudo_app.distill.embedding_cache import EmbeddingCache
 from mudo_app.io.volume import Volume
 from mudo_app.models.sam3d.contract import CropGrid
 from mudo_app.models.teachers import Teacher
@@ -134,21 +135,23 @@ class PatchFrame:
 class TeacherBank:
     """A frozen teacher answering prompts on student patches; embeddings cached per patch position.
 
-    ``cache=False`` re-encodes on every call (what the reference does; kept to measure the saving).
-    Everything is computed on the teacher model's device; crops are sampled on the CPU. Cached
-    embeddings stay on that device (a ViT-B embedding is 384 x 8^3 floats, 0.8 MB).
-    Counters ``encoder_calls`` / ``decoder_calls`` (decoder calls count prompts) feed the FLOPs report.
+    ``cache``: where image embeddings are kept (:class:`EmbeddingCache`, bounded, fp16; several banks
+    may share one, their keys differ); ``None`` re-encodes on every call (what the reference does;
+    kept to measure the saving). Everything is computed on the teacher model's device; crops are
+    sampled on the CPU. Counters ``encoder_calls`` / ``decoder_calls`` (decoder calls count prompts)
+    feed the FLOPs report.
     """
 
-    def __init__(self, teacher: Teacher, patch: Sequence[int], cache: bool = True):
+    def __init__(self, teacher: Teacher, patch: Sequence[int], cache: EmbeddingCache | None = None):
         self.teacher = teacher
         self.patch = tuple(patch)
         self.cache = cache
-        self._embeddings: dict[Hashable, torch.Tensor] = {}
         self._frames: dict[tuple[float, ...], PatchFrame] = {}
         self.encoder_calls = 0
         self.decoder_calls = 0
         self.device = next(teacher.model.parameters()).device
+        if cache is not None:
+            cache.check_fits(int(np.prod(teacher.model.image_encoder.embedding_shape)))
 
     def frame(self, spacing: Sequence[float]) -> PatchFrame:
         key = tuple(round(float(s), 6) for s in spacing)
@@ -160,16 +163,19 @@ class TeacherBank:
     @torch.no_grad()
     def embedding(self, key: Hashable, volume: Volume, centre_world: np.ndarray) -> torch.Tensor:
         """(1, D, 8, 8, 8) image embedding of the crop centred on ``centre_world`` (``volume``: this
-        teacher's modality, raw HU or SUV); computed once per ``key`` when caching."""
-        if self.cache and key in self._embeddings:
-            return self._embeddings[key]
+        teacher's modality, raw HU or SUV); computed again only when the cache does not hold ``key``."""
+        if self.cache is not None:
+            cached = self.cache.get(key)
+            if cached is not None:
+                return cached
         c = self.teacher.contract
         crop = CropGrid(volume.affine, centre_world, c.spacing_mm, c.crop)
         image = torch.from_numpy(c.normalise(crop.sample(volume, c.fill)))[None, None].to(self.device)
         emb = self.teacher.model.image_encoder(image)
         self.encoder_calls += 1
-        if self.cache:
-            self._embeddings[key] = emb
+        if self.cache is not None:
+            self.cache.put(key, emb)
+            emb = emb.to(self.cache.dtype).float()  # what a later hit returns: one answer either way
         return emb
 
     @torch.no_grad()
@@ -187,7 +193,3 @@ class TeacherBank:
         logits, _ = self.teacher.model.decode(emb, points=(coords, labels), mask=None)
         self.decoder_calls += len(points)
         return frame.from_low(logits)
-
-    @property
-    def cached(self) -> int:
-        return len(self._embeddings)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mudo_app.distill.consensus import ConsensusSettings
+from mudo_app.distill.embedding_cache import STORAGE_DTYPES
 from mudo_app.errors import InputError
 from mudo_app.labels import LESION, NUM_CLASSES
 from mudo_app.models.student import STUDENTS
@@ -65,8 +66,14 @@ class TrainConfig(ConsensusSettings):
     few dozen iterations) do not spend most of their time on it.
     ``checkpoint_every``: iterations between resumable checkpoints (the last iteration always is one).
     ``device``: ``auto`` (a GPU when PyTorch sees one, else the CPU), ``cpu`` or ``cuda`` (under
-    ``torchrun`` each process takes GPU ``LOCAL_RANK``). ``device``, ``threads`` and ``iterations``
-    may change when a run is resumed; GPU runs are seeded but not bit-for-bit repeatable (cuDNN).
+    ``torchrun`` each process takes GPU ``LOCAL_RANK``). ``device``, ``threads``, ``iterations`` and
+    ``embedding_cache_mb`` may change when a run is resumed; GPU runs are seeded but not bit-for-bit
+    repeatable (cuDNN).
+    ``embedding_cache_mb``: the most memory (MiB, on the teachers' device) the teachers' image
+    embeddings may hold, least recently used evicted and recomputed when needed again; 0 caches
+    nothing. ``embedding_storage``: ``fp16`` (default; half the memory, teacher outputs within 1e-2
+    of fp32's) or ``fp32``. Every embedding a teacher uses is rounded to this storage, cached or not,
+    so the budget changes the time a run takes, never its results.
     """
 
     datastore: str = ""
@@ -96,6 +103,8 @@ class TrainConfig(ConsensusSettings):
     labelled_limit: int | None = None
     threads: int | None = None
     device: str = "auto"
+    embedding_cache_mb: float = 2048.0
+    embedding_storage: str = "fp16"
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> None:
@@ -108,6 +117,7 @@ class TrainConfig(ConsensusSettings):
             "augment": AUGMENTATIONS,
             "device": DEVICES,
             "optimiser": OPTIMISERS,
+            "embedding_storage": tuple(STORAGE_DTYPES),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -138,6 +148,7 @@ class TrainConfig(ConsensusSettings):
             "momentum": (0 <= self.momentum < 1, "in [0, 1)"),
             "weight_decay": (0 <= self.weight_decay < math.inf, "finite and not negative"),
             "lambda_max": (0 <= self.lambda_max < math.inf, "finite and not negative"),
+            "embedding_cache_mb": (0 <= self.embedding_cache_mb <= 2**30, "in [0, 2^30] MiB"),
         }
         for name, (ok, rule) in ranges.items():
             if not ok:

@@ -6,7 +6,8 @@ Files in ``config.out`` (written by rank 0 only, each atomically)::
     state.pt          resumable state: student, optimiser, scheduler, EMA, random streams, iteration
     student.pt        student checkpoint (mudo_app.models.checkpoint): at checkpoints and at the end
     prompt_net.pt     MuDuo's frozen PET-only prompt network
-    log.jsonl         one line per iteration: losses, lambda, filter statistics, teacher calls
+    log.jsonl         one line per iteration: losses, lambda, filter statistics, teacher calls,
+                      embedding-cache hits, misses, evictions and bytes
 
 Random draws (patches, augmentation, fusion weights, point seeds) come from one stream seeded by
 ``config.seed`` and are identical on every rank; each rank computes its block of the global batch
@@ -29,6 +30,7 @@ from monai.losses import DiceCELoss
 from tqdm.auto import tqdm
 
 from mudo_app.distill.consensus import consistency_weight
+from mudo_app.distill.embedding_cache import EmbeddingCache
 from mudo_app.distill.step import UnlabelledPatch, muduo_consistency
 from mudo_app.distill.teacher_bank import TeacherBank
 from mudo_app.errors import InputError
@@ -67,6 +69,7 @@ class Trainer:
         self.ema: torch.nn.Module | None = None
         self.banks: dict[str, TeacherBank | None] = {"ct": None, "pet": None}
         self.prompt_net: torch.nn.Module | None = None
+        self.cache: EmbeddingCache | None = None  # the teachers' embeddings (MuDuo), shared by both banks
         self.iteration = 0
 
     # ---- set-up ----------------------------------------------------------------------------------
@@ -76,7 +79,7 @@ class Trainer:
             if not (self.out / "state.pt").is_file():
                 raise InputError(f"nothing to resume in {self.out} (no state.pt)")
             old = config_from_dict(json.loads(saved.read_text()))
-            free = {k: getattr(self.config, k) for k in ("iterations", "threads", "device")}
+            free = {k: getattr(self.config, k) for k in ("iterations", "threads", "device", "embedding_cache_mb")}
             if old.replace(**free) != self.config:
                 raise InputError(f"{saved} differs from this config (beyond {sorted(free)}): resume needs the same run")
         elif (self.out / "state.pt").is_file() or (self.out / "student.pt").is_file():
@@ -97,10 +100,12 @@ class Trainer:
             for p in self.ema.parameters():
                 p.requires_grad_(False)
         if c.method == "muduo":
+            budget = int(c.embedding_cache_mb * 2**20)
+            self.cache = EmbeddingCache(budget, c.embedding_storage, "config field 'embedding_cache_mb'")
             if c.teachers in ("both", "ct"):
-                self.banks["ct"] = TeacherBank(load_teacher("CT", c.ct_teacher, self.device), c.patch)
+                self.banks["ct"] = TeacherBank(load_teacher("CT", c.ct_teacher, self.device), c.patch, self.cache)
             if c.teachers in ("both", "pet"):
-                self.banks["pet"] = TeacherBank(load_teacher("PET", c.pet_teacher, self.device), c.patch)
+                self.banks["pet"] = TeacherBank(load_teacher("PET", c.pet_teacher, self.device), c.patch, self.cache)
                 self.prompt_net = load_or_train_prompt_net(
                     data.labelled, c, self.out, self.shard, self.progress, reuse=resume, device=self.device
                 )
@@ -251,11 +256,15 @@ class Trainer:
         }
 
     def teacher_calls(self) -> dict[str, int]:
+        """Teacher calls and embedding-cache counters so far (``cache_hits``, ``cache_misses``,
+        ``cache_evictions``, ``cache_bytes``, ``cache_entries``), for ``log.jsonl``."""
         out = {}
         for name, bank in self.banks.items():
             if bank is not None:
                 out[f"{name}_encoder_calls"] = bank.encoder_calls
                 out[f"{name}_decoder_calls"] = bank.decoder_calls
+        if self.cache is not None:
+            out.update({f"cache_{k}": v for k, v in self.cache.stats().items()})
         return out
 
     # ---- the run ---------------------------------------------------------------------------------

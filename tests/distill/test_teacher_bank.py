@@ -3,6 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mudo_app.distill.embedding_cache import EmbeddingCache
 from mudo_app.distill.teacher_bank import PatchFrame, TeacherBank, patch_centre_world, patch_starts
 from mudo_app.io.volume import Volume
 from mudo_app.models.sam3d.contract import STANDIN_CT, CropGrid
@@ -55,16 +56,16 @@ def test_point_mapping_agrees_with_crop_grid_on_an_anisotropic_las_volume():
 def test_embeddings_are_computed_once_per_position():
     from mudo_app.models.teachers import load_teacher
 
-    bank = TeacherBank(load_teacher("CT"), (32, 32, 32))
+    bank = TeacherBank(load_teacher("CT"), (32, 32, 32), EmbeddingCache(2**30, "fp32"))
     vol = Volume(np.random.default_rng(0).normal(0, 200, (40, 40, 40)).astype(np.float32), np.diag([8.0, 8, 8, 1]))
     centre = patch_centre_world(vol.affine, (0, 0, 0), (32, 32, 32))
     a = bank.embedding(("ct", 0, 0), vol, centre)
     b = bank.embedding(("ct", 0, 0), vol, centre)
-    assert a is b and bank.encoder_calls == 1
+    assert torch.equal(a, b) and bank.encoder_calls == 1
     probs = bank.from_masks(a, bank.frame((8.0, 8.0, 8.0)), torch.rand(3, 32, 32, 32))
     assert probs.shape == (3, 32, 32, 32) and bank.decoder_calls == 3
     assert float(probs.min()) >= 0 and float(probs.max()) <= 1
-    uncached = TeacherBank(bank.teacher, (32, 32, 32), cache=False)
+    uncached = TeacherBank(bank.teacher, (32, 32, 32), cache=None)
     c = uncached.embedding(("ct", 0, 0), vol, centre)
     uncached.embedding(("ct", 0, 0), vol, centre)
     assert uncached.encoder_calls == 2 and torch.equal(a, c)

@@ -164,6 +164,14 @@ class ImageEncoderViT3D(nn.Module):
             LayerNorm3d(out_chans),
         )
 
+    @property
+    def embedding_shape(self) -> tuple[int, int, int, int]:
+        """(out_chans, S/16, S/16, S/16): one crop's embedding, without the batch axis."""
+        grid = self.pos_embed.shape[1]
+        conv = self.neck[0]
+        assert isinstance(conv, nn.Conv3d)
+        return (conv.out_channels, grid, grid, grid)
+
     def set_fast_path(self, enabled: bool) -> None:
         """Use the exact padded-window shortcut (default) or the published padded computation."""
         for blk in self.blocks:
