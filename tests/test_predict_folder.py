@@ -173,3 +173,37 @@ def test_the_console_script_blocks_only_what_prediction_never_imports(tmp_path, 
     assert done.stdout.split("\n")[-2] == "0 ['ignite', 'matplotlib', 'scipy.signal']"
     assert (tmp_path / "out" / "a.nii.gz").is_file()
     assert sys.modules.get("ignite", 0) is not None  # this test process blocked nothing
+
+
+def test_the_console_script_ends_at_once_with_its_messages_and_exit_code(tmp_path, student_path):
+    """`muduo predict` leaves without tearing down torch (exit_without_teardown): its stdout and
+    stderr still arrive whole, the exit code is kept and the written labels are complete."""
+    src = _nnunet_folder(tmp_path / "in", ids=("a", "b"))
+    (src / "b_0001.nii.gz").write_bytes(b"\x1f\x8b broken")
+    cmd = [sys.executable, "-m", "mudo_app.cli", "predict", "--input", str(src), "--output", str(tmp_path / "out")]
+    cmd += ["--model", str(student_path), "--roi", "32", "32", "32"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "wrote 1 of 2 label files" in done.stdout
+    assert "skipped b: case b PET: cannot read" in done.stderr and "1 of 2 cases skipped" in done.stderr
+    assert load_volume(tmp_path / "out" / "a.nii.gz").shape == SHAPE
+
+
+def test_torchrun_folder_prediction_writes_each_case_once(tmp_path, student_path):
+    """Two real torchrun processes (no process group needed: RANK and WORLD_SIZE deal the cases)."""
+    import socket
+
+    src = _nnunet_folder(tmp_path / "in", ids=("a", "b", "c"))
+    assert _folder(src, tmp_path / "alone", student_path) == 0
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
+    cmd += ["-m", "mudo_app.cli", "predict", "--input", str(src), "--output", str(tmp_path / "two")]
+    cmd += ["--model", str(student_path), "--roi", "32", "32", "32", "--no-progress", "--threads", "1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "(process 0 of 2)" in done.stdout and "(process 1 of 2)" in done.stdout
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["a.nii.gz", "b.nii.gz", "c.nii.gz"]
+    for p in (tmp_path / "two").iterdir():
+        assert p.read_bytes() == (tmp_path / "alone" / p.name).read_bytes()

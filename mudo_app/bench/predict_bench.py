@@ -50,10 +50,10 @@ def _untrained(path: Path) -> None:
     save_student(path, build_student("unet_lite"), "unet_lite", provenance=note)
 
 
-def _timed(cmd: list[str]) -> dict:
+def _timed(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> dict:
     """Run ``cmd``; its wall seconds and peak RSS (GiB), from the kernel's accounting of that process."""
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=cwd)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -69,19 +69,27 @@ def main(argv=None) -> int:
     parser.add_argument("--cases", type=int, default=8, help="whole-body cases to make and predict")
     parser.add_argument("--out", type=Path, default=None, help="write the results here (JSON)")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="a checkout of an older commit: its one-case command is timed on the first two cases too",
+    )
     args = parser.parse_args(argv)
     from mudo_app.bench.machine import describe
 
-    work = Path(args.work or tempfile.mkdtemp(prefix="predict-bench-"))
+    work = Path(args.work or tempfile.mkdtemp(prefix="predict-bench-")).resolve()
     src, single, folder = work / "imagesTs", work / "single", work / "folder"
     for d in (src, single, folder):
         d.mkdir(parents=True, exist_ok=True)
     try:
-        model = args.model or work / "untrained.pt"
+        model = (args.model or work / "untrained.pt").resolve()
         if args.model is None:
             _untrained(model)
         if len(list(src.glob("*_0001.nii.gz"))) != args.cases:
             _make_cases(src, args.cases)
+            os.sync()  # the new files' write-back would otherwise compete with the first timed runs
+            time.sleep(5)
         muduo = [sys.executable, "-m", "mudo_app.cli", "predict", "--model", str(model), "--no-progress"]
         one = []
         for c in range(args.cases):
@@ -90,6 +98,15 @@ def main(argv=None) -> int:
             print("one case", one[-1], flush=True)
         many = _timed([*muduo, "--input", str(src), "--output", str(folder)])
         print("folder", many, flush=True)
+        baseline = []
+        if args.baseline:
+            env = {**os.environ, "PYTHONPATH": str(args.baseline.resolve())}
+            old = [a for a in muduo if a != "--no-progress"]  # older commands may not know it
+            for c in range(min(2, args.cases)):
+                ct, pet = src / f"wb{c}_0000.nii.gz", src / f"wb{c}_0001.nii.gz"
+                cmd = [*old, "--ct", str(ct), "--pet", str(pet), "--out", str(work / "baseline.nii.gz")]
+                baseline.append(_timed(cmd, env, cwd=args.baseline))  # its own folder first on sys.path
+                print("baseline one case", baseline[-1], flush=True)
         identical = all(
             (single / f"wb{c}.nii.gz").read_bytes() == (folder / f"wb{c}.nii.gz").read_bytes()
             for c in range(args.cases)
@@ -107,6 +124,10 @@ def main(argv=None) -> int:
             "folder_speed_up": round(total_one / many["seconds"], 2),
             "labels_identical": identical,
         }
+        if baseline:
+            git = ["git", "-C", str(args.baseline), "rev-parse", "--short", "HEAD"]
+            commit = subprocess.run(git, capture_output=True)
+            result["baseline"] = {"commit": commit.stdout.decode().strip() or None, "one_case": baseline}
         print(json.dumps(result, indent=2))
         if args.out:
             with atomic_write(args.out) as tmp:

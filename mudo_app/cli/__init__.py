@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,7 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, dedicated_process: bool = False) -> int:
     """Run one command; ``dedicated_process``: this process runs only this command, then exits (the
     console script), so packages the command declares it never uses (``unused_imports``) are blocked."""
-    args = build_parser().parse_args(argv)
+    return _run(build_parser().parse_args(argv), dedicated_process)
+
+
+def _run(args: argparse.Namespace, dedicated_process: bool) -> int:
     if dedicated_process:
         block_imports(getattr(args, "unused_imports", ()))
     with _core_logging_to_stderr(args.command):
@@ -65,4 +69,14 @@ def _core_logging_to_stderr(command: str) -> Iterator[None]:
 
 
 def entry_point() -> None:
-    sys.exit(main(dedicated_process=True))
+    """The ``muduo`` console script. A command that declares ``exit_without_teardown`` (its outputs are
+    written and synced when it returns) ends the process at once after flushing stdout, stderr and the
+    logs: tearing down torch and MONAI's modules takes 0.6-1 s on 2 cores and serves nobody."""
+    args = build_parser().parse_args()
+    code = _run(args, dedicated_process=True)
+    if getattr(args, "exit_without_teardown", False):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)
+    sys.exit(code)

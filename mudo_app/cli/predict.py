@@ -67,8 +67,9 @@ def register(sub) -> None:
     )
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    # MONAI imports these optionally; prediction never uses them (mudo_app.runtime.imports): 1.6 s saved
-    p.set_defaults(run=run, unused_imports=("ignite", "matplotlib", "scipy.signal"))
+    # MONAI imports these optionally; prediction never uses them (mudo_app.runtime.imports): 1.6 s saved.
+    # Every label file is written atomically and synced before run() returns: the process may end at once.
+    p.set_defaults(run=run, unused_imports=("ignite", "matplotlib", "scipy.signal"), exit_without_teardown=True)
 
 
 def _jobs(args: argparse.Namespace):
