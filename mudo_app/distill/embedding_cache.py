@@ -26,17 +26,18 @@ class EmbeddingCache:
     Args:
         budget_bytes: the most bytes of stored embeddings; ``put`` evicts least recently used
             entries to stay within it. 0 stores nothing (every ``get`` is a miss).
-        storage: ``fp16`` (default) or ``fp32``.
+        storage: ``fp16`` (default) or ``fp32``; ``None`` keeps each tensor's own dtype (and ``get``
+            hands it back as stored), for caches of other tensors.
         what: names the setting in error messages (the config field).
     """
 
-    def __init__(self, budget_bytes: int, storage: str = "fp16", what: str = "embedding cache budget"):
+    def __init__(self, budget_bytes: int, storage: str | None = "fp16", what: str = "embedding cache budget"):
         if budget_bytes < 0:
             raise InputError(f"{what} must be at least 0 bytes, got {budget_bytes}")
-        if storage not in STORAGE_DTYPES:
+        if storage is not None and storage not in STORAGE_DTYPES:
             raise InputError(f"embedding storage must be one of {sorted(STORAGE_DTYPES)}, got {storage!r}")
         self.budget_bytes = int(budget_bytes)
-        self.dtype = STORAGE_DTYPES[storage]
+        self.dtype = None if storage is None else STORAGE_DTYPES[storage]
         self.what = what
         self._store: OrderedDict[Hashable, torch.Tensor] = OrderedDict()
         self.bytes = 0
@@ -46,11 +47,11 @@ class EmbeddingCache:
 
     def entry_bytes(self, embedding: torch.Tensor) -> int:
         """Bytes ``embedding`` takes once stored."""
-        return embedding.numel() * torch.empty((), dtype=self.dtype).element_size()
+        return embedding.numel() * torch.empty((), dtype=self.dtype or embedding.dtype).element_size()
 
     def check_fits(self, embedding_numel: int) -> None:
         """Raise :class:`InputError` when a budget above 0 cannot hold even one embedding of this size."""
-        need = embedding_numel * torch.empty((), dtype=self.dtype).element_size()
+        need = embedding_numel * torch.empty((), dtype=self.dtype or torch.float32).element_size()
         if 0 < self.budget_bytes < need:
             raise InputError(
                 f"{self.what} of {self.budget_bytes} bytes cannot hold one teacher embedding ({need} bytes): "
@@ -65,7 +66,7 @@ class EmbeddingCache:
             return None
         self.hits += 1
         self._store.move_to_end(key)
-        return stored.float()
+        return stored if self.dtype is None else stored.float()
 
     def put(self, key: Hashable, embedding: torch.Tensor) -> None:
         """Store ``embedding`` under ``key``, evicting the least recently used entries to fit."""
@@ -79,7 +80,7 @@ class EmbeddingCache:
             _, evicted = self._store.popitem(last=False)
             self.bytes -= self.entry_bytes(evicted)
             self.evictions += 1
-        self._store[key] = embedding.detach().to(self.dtype)
+        self._store[key] = embedding.detach() if self.dtype is None else embedding.detach().to(self.dtype)
         self.bytes += size
 
     def __len__(self) -> int:

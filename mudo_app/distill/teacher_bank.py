@@ -16,7 +16,7 @@ Geometric augmentation is applied to the student's input and undone on its outpu
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 import torch
@@ -161,13 +161,16 @@ class TeacherBank:
         return self._frames[key]
 
     @torch.no_grad()
-    def embedding(self, key: Hashable, volume: Volume, centre_world: np.ndarray) -> torch.Tensor:
+    def embedding(self, key: Hashable, volume: Volume | Callable[[], Volume], centre_world: np.ndarray) -> torch.Tensor:
         """(1, D, 8, 8, 8) image embedding of the crop centred on ``centre_world`` (``volume``: this
-        teacher's modality, raw HU or SUV); computed again only when the cache does not hold ``key``."""
+        teacher's modality, raw HU or SUV, or a function that opens it, called only when the crop is
+        needed); computed again only when the cache does not hold ``key``."""
         if self.cache is not None:
             cached = self.cache.get(key)
             if cached is not None:
                 return cached
+        if not isinstance(volume, Volume):
+            volume = volume()
         c = self.teacher.contract
         crop = CropGrid(volume.affine, centre_world, c.spacing_mm, c.crop)
         image = torch.from_numpy(c.normalise(crop.sample(volume, c.fill)))[None, None].to(self.device)

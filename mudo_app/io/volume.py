@@ -52,12 +52,17 @@ class Volume:
     @property
     def spacing(self) -> tuple[float, float, float]:
         """Voxel size in mm along i, j, k (norms of the affine's columns)."""
-        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore
+        return spacing_of(self.affine)
 
     @property
     def orientation(self) -> str:
         """Axis codes such as ``'RAS'`` or ``'LAS'`` (nibabel's ``aff2axcodes``)."""
         return "".join(nib.aff2axcodes(self.affine))
+
+
+def spacing_of(affine: NDArray[Any]) -> tuple[float, float, float]:
+    """Voxel size in mm along i, j, k of a grid with this (4, 4) affine (norms of its columns)."""
+    return tuple(float(s) for s in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))  # type: ignore[return-value]
 
 
 def _nifti(path: PathLike) -> nib.Nifti1Image:
@@ -229,7 +234,7 @@ def resample_to_grid(
     # target voxel -> world -> source voxel
     mapping = np.linalg.inv(volume.affine) @ affine
     src = volume.array
-    work = src.astype(np.float32) if order > 0 else src
+    work = src.astype(np.float32, copy=False) if order > 0 else src  # a float32 memory map is read in place
     matrix = mapping[:3, :3]
     if np.allclose(matrix, np.diag(np.diag(matrix)), atol=1e-9):
         matrix = np.diag(matrix)  # axis-aligned grids: scipy's much faster per-axis path, same values

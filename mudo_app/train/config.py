@@ -66,14 +66,16 @@ class TrainConfig(ConsensusSettings):
     few dozen iterations) do not spend most of their time on it.
     ``checkpoint_every``: iterations between resumable checkpoints (the last iteration always is one).
     ``device``: ``auto`` (a GPU when PyTorch sees one, else the CPU), ``cpu`` or ``cuda`` (under
-    ``torchrun`` each process takes GPU ``LOCAL_RANK``). ``device``, ``threads``, ``iterations`` and
-    ``embedding_cache_mb`` may change when a run is resumed; GPU runs are seeded but not bit-for-bit
-    repeatable (cuDNN).
+    ``torchrun`` each process takes GPU ``LOCAL_RANK``). ``device``, ``threads``, ``iterations``,
+    ``embedding_cache_mb`` and ``preprocessed`` may change when a run is resumed; GPU runs are
+    seeded but not bit-for-bit repeatable (cuDNN).
     ``embedding_cache_mb``: the most memory (MiB, on the teachers' device) the teachers' image
     embeddings may hold, least recently used evicted and recomputed when needed again; 0 caches
     nothing. ``embedding_storage``: ``fp16`` (default; half the memory, teacher outputs within 1e-2
     of fp32's) or ``fp32``. Every embedding a teacher uses is rounded to this storage, cached or not,
     so the budget changes the time a run takes, never its results.
+    ``preprocessed``: the folder of preprocessed cases (:mod:`mudo_app.train.data`; default
+    ``<out>/preprocessed``); runs on one datastore may share one. It may change on resume.
     """
 
     datastore: str = ""
@@ -105,6 +107,7 @@ class TrainConfig(ConsensusSettings):
     device: str = "auto"
     embedding_cache_mb: float = 2048.0
     embedding_storage: str = "fp16"
+    preprocessed: str | None = None
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> None:

@@ -42,8 +42,7 @@ def load_or_train_prompt_net(
                 seed=config.seed,
                 lr=2e-3,
             )
-            data = [(case.image[1:], case.label) for case in labelled]
-            fit_supervised(net, data, settings, progress, desc="prompt network (PET only)")
+            fit_supervised(net, labelled, settings, progress, desc="prompt network (PET only)", channels=slice(1, 2))
             save_student(
                 path,
                 net,

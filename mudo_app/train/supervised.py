@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from mudo_app.io.datastore import Case
 from mudo_app.models import build_student
 from mudo_app.transforms.intensity import StudentInput
-from mudo_app.transforms.patches import class_voxels, random_patch
+from mudo_app.transforms.patches import ArrayCase, PatchSource
 
 
 @dataclass(frozen=True)
@@ -37,23 +37,24 @@ def train_supervised(
     if not cases or any(c.label is None for c in cases):
         raise ValueError("train_supervised needs at least one case, every case labelled")
     prep = StudentInput()
-    data = [(prep(c.ct.array, c.pet.array), c.require_label().array.astype(np.int64)) for c in cases]
+    data = [ArrayCase(prep(c.ct.array, c.pet.array), c.require_label().array.astype(np.int64)) for c in cases]
     return fit_supervised(build_student(settings.student), data, settings, progress)
 
 
 def fit_supervised(
     net: torch.nn.Module,
-    data: list[tuple[np.ndarray, np.ndarray]],
+    data: Sequence[PatchSource],
     settings: SupervisedSettings,
     progress: bool = True,
     desc: str = "supervised",
+    channels: slice = slice(None),
 ) -> torch.nn.Module:
-    """Fit ``net`` on (image (C, X, Y, Z) float32, label (X, Y, Z) int64) pairs, on the device its
-    parameters are on (patches are cut on the CPU); returns it in eval mode."""
+    """Fit ``net`` on random patches of ``data`` (labelled cases in memory or on disk), input channels
+    ``channels`` of their images, on the device its parameters are on (patches are cut on the CPU);
+    returns it in eval mode."""
     device = next(net.parameters()).device
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
-    voxels = [class_voxels(label) for _, label in data]
     opt = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=settings.iterations, power=0.9)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=0.5, lambda_ce=0.5)
@@ -63,7 +64,8 @@ def fit_supervised(
         batch = []
         for _ in range(settings.batch_size):  # pick, then cut: the random stream of the measured runs
             i = int(rng.integers(len(data)))
-            batch.append(random_patch(*data[i], settings.patch, rng, settings.foreground_prob, voxels[i]))
+            image, label = data[i].random_patch(settings.patch, rng, settings.foreground_prob)
+            batch.append((image[channels], label.astype(np.int64)))
         xs, ys = zip(*batch)
         x = torch.from_numpy(np.stack(xs)).to(device)
         y = torch.from_numpy(np.stack(ys)[:, None]).to(device)

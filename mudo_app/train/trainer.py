@@ -7,7 +7,7 @@ Files in ``config.out`` (written by rank 0 only, each atomically)::
     student.pt        student checkpoint (mudo_app.models.checkpoint): at checkpoints and at the end
     prompt_net.pt     MuDuo's frozen PET-only prompt network
     log.jsonl         one line per iteration: losses, lambda, filter statistics, teacher calls,
-                      embedding-cache hits, misses, evictions and bytes
+                      embedding-cache hits, misses, evictions and bytes, the iteration's seconds
 
 Random draws (patches, augmentation, fusion weights, point seeds) come from one stream seeded by
 ``config.seed`` and are identical on every rank; each rank computes its block of the global batch
@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,23 +33,21 @@ from monai.losses import DiceCELoss
 from tqdm.auto import tqdm
 
 from mudo_app.distill.consensus import consistency_weight
-from mudo_app.distill.embedding_cache import EmbeddingCache
-from mudo_app.distill.step import UnlabelledPatch, muduo_consistency
-from mudo_app.distill.teacher_bank import TeacherBank
 from mudo_app.errors import InputError
 from mudo_app.io.atomic import atomic_write
 from mudo_app.models.checkpoint import load_student, save_student
 from mudo_app.models.loading import read_checkpoint
 from mudo_app.models.student import build_student
-from mudo_app.models.teachers import load_teacher
 from mudo_app.runtime.devices import resolve_device
 from mudo_app.runtime.distributed import Shard
 from mudo_app.train.config import TrainConfig, config_from_dict
-from mudo_app.train.data import TrainingSet, load_training_set
-from mudo_app.train.prompt_net import load_or_train_prompt_net
+from mudo_app.train.data import Draws, Patches, PatchReader, TrainingSet, load_training_set
+from mudo_app.train.methods import Method, build_method
 from mudo_app.transforms.augment import FlipRot
 from mudo_app.transforms.intensity import StudentInput
-from mudo_app.transforms.patches import random_patch
+
+# config fields a resumed run may change: where and how fast it runs, never what it computes
+FREE_ON_RESUME = ("iterations", "threads", "device", "embedding_cache_mb", "preprocessed")
 
 
 def _write_json(path: Path, data: object) -> None:
@@ -66,11 +67,9 @@ class Trainer:
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)  # the initial weights are part of the seeded run (built on the CPU)
         self.net = build_student(config.student).to(self.device)
-        self.ema: torch.nn.Module | None = None
-        self.banks: dict[str, TeacherBank | None] = {"ct": None, "pet": None}
-        self.prompt_net: torch.nn.Module | None = None
-        self.cache: EmbeddingCache | None = None  # the teachers' embeddings (MuDuo), shared by both banks
+        self.method: Method = build_method(config.method)
         self.iteration = 0
+        self._rng_at_next: Mapping[str, Any] | None = None  # the random stream before the look-ahead draw (checkpoints)
 
     # ---- set-up ----------------------------------------------------------------------------------
     def _check_out(self, resume: bool) -> None:
@@ -79,7 +78,7 @@ class Trainer:
             if not (self.out / "state.pt").is_file():
                 raise InputError(f"nothing to resume in {self.out} (no state.pt)")
             old = config_from_dict(json.loads(saved.read_text()))
-            free = {k: getattr(self.config, k) for k in ("iterations", "threads", "device", "embedding_cache_mb")}
+            free = {k: getattr(self.config, k) for k in FREE_ON_RESUME}
             if old.replace(**free) != self.config:
                 raise InputError(f"{saved} differs from this config (beyond {sorted(free)}): resume needs the same run")
         elif (self.out / "state.pt").is_file() or (self.out / "student.pt").is_file():
@@ -94,21 +93,8 @@ class Trainer:
                     f"init_from {c.init_from} is a {meta['architecture']['name']}, config says {c.student}"
                 )
             self.net.load_state_dict(warm.state_dict())
-        if c.method == "mean_teacher":
-            self.ema = build_student(c.student).to(self.device)
-            self.ema.load_state_dict(self.net.state_dict())
-            for p in self.ema.parameters():
-                p.requires_grad_(False)
-        if c.method == "muduo":
-            budget = int(c.embedding_cache_mb * 2**20)
-            self.cache = EmbeddingCache(budget, c.embedding_storage, "config field 'embedding_cache_mb'")
-            if c.teachers in ("both", "ct"):
-                self.banks["ct"] = TeacherBank(load_teacher("CT", c.ct_teacher, self.device), c.patch, self.cache)
-            if c.teachers in ("both", "pet"):
-                self.banks["pet"] = TeacherBank(load_teacher("PET", c.pet_teacher, self.device), c.patch, self.cache)
-                self.prompt_net = load_or_train_prompt_net(
-                    data.labelled, c, self.out, self.shard, self.progress, reuse=resume, device=self.device
-                )
+        self.noise = torch.Generator().manual_seed(c.seed)
+        self.method.setup(self, data, resume)
         self.optimiser: torch.optim.Optimizer
         if c.optimiser == "sgd":
             self.optimiser = torch.optim.SGD(
@@ -121,7 +107,6 @@ class Trainer:
         )
         self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=0.5, lambda_ce=0.5)
         self.rng = np.random.default_rng(c.seed)
-        self.noise = torch.Generator().manual_seed(c.seed)
         self.model = self.net
         if dist.is_initialized():  # under torchrun (also with one process: the nccl/gloo path is the same)
             ids = [self.device] if self.device.type == "cuda" else None
@@ -133,8 +118,8 @@ class Trainer:
             "student": self.net.state_dict(),
             "optimiser": self.optimiser.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "ema": None if self.ema is None else self.ema.state_dict(),
-            "rng": self.rng.bit_generator.state,
+            "method": self.method.state_dict(),  # Mean Teacher: its EMA model
+            "rng": self._rng_at_next,
             "noise": self.noise.get_state(),
         }
 
@@ -143,8 +128,7 @@ class Trainer:
         self.net.load_state_dict(state["student"])
         self.optimiser.load_state_dict(state["optimiser"])
         self.scheduler.load_state_dict(state["scheduler"])
-        if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])
+        self.method.load_state_dict(state.get("method", state.get("ema")))  # "ema": checkpoints before methods
         self.rng.bit_generator.state = state["rng"]
         self.noise.set_state(state["noise"])
         self.iteration = int(state["iteration"])
@@ -155,91 +139,52 @@ class Trainer:
         aug = FlipRot.draw(self.rng, c.patch[0] == c.patch[1])  # drawn either way: one random stream
         return aug if c.augment == "flip_rot" else FlipRot()
 
-    def _draw(self, data: TrainingSet):
-        """The global batch's random draws, identical on every rank."""
+    def _draw(self, data: TrainingSet) -> Draws:
+        """The global batch's random draws, identical on every rank (the one random stream)."""
         c = self.config
         lab = []
         for _ in range(c.batch_labelled):
-            case = data.labelled[int(self.rng.integers(len(data.labelled)))]
-            x, y = random_patch(case.image, case.label, c.patch, self.rng, c.foreground_prob, case.voxels)
-            lab.append((x, y, self._augmentation()))
+            ci = int(self.rng.integers(len(data.labelled)))
+            start = data.labelled[ci].draw(c.patch, self.rng, c.foreground_prob)
+            lab.append((ci, start, self._augmentation()))
         unl = []
-        if c.method in ("muduo", "mean_teacher"):
+        if self.method.unlabelled == "patches":
             for _ in range(c.batch_unlabelled):
                 ci = int(self.rng.integers(len(data.unlabelled)))
-                pos = int(self.rng.integers(len(data.unlabelled[ci].starts)))
+                starts = data.unlabelled[ci].starts
+                assert starts is not None
+                pos = int(self.rng.integers(len(starts)))
                 unl.append((ci, pos, self._augmentation(), int(self.rng.integers(2**31))))
         alphas = self.rng.uniform(0.0, 1.0, size=(len(c.class_ids), max(len(unl), 1)))
-        return lab, unl, alphas
+        return Draws(lab, unl, alphas)
 
-    def _region(self, case, pos: int) -> np.ndarray:
-        if pos not in case.regions:
-            x = torch.from_numpy(np.ascontiguousarray(case.patch(pos, self.config.patch)[1:]))[None].to(self.device)
-            assert self.prompt_net is not None, "MuDuo's PET teacher needs the prompt network"
-            with torch.no_grad():
-                case.regions[pos] = self.prompt_net(x).argmax(1)[0].cpu().numpy().astype(np.uint8)
-        return case.regions[pos]
+    def _local(self, draws: Draws) -> tuple[list, list]:
+        """This rank's block of the global batch's labelled and unlabelled draws."""
+        lab, unl = draws.labelled, draws.unlabelled
+        return lab[self.shard.take(len(lab))], unl[self.shard.take(len(unl))] if unl else []
 
-    def step(self, data: TrainingSet) -> dict[str, float]:
+    def step(self, data: TrainingSet, draws: Draws, patches: Patches) -> dict[str, float]:
+        """One iteration on this rank's share of ``draws``, whose arrays ``patches`` holds."""
         c, shard = self.config, self.shard
-        lab, unl, alphas = self._draw(data)
-        lab, unl_local = lab[shard.take(len(lab))], unl[shard.take(len(unl))] if unl else []
-        xs = [aug.apply(torch.from_numpy(np.ascontiguousarray(x))) for x, _, aug in lab]
-        ys = [aug.apply(torch.from_numpy(np.ascontiguousarray(y))) for _, y, aug in lab]
-        xu = [
-            aug.apply(torch.from_numpy(np.ascontiguousarray(data.unlabelled[ci].patch(pos, c.patch))))
-            for ci, pos, aug, _ in unl_local
-        ]
-        if c.method == "mean_teacher" and xu:
-            clean = torch.stack(xu)
-            noisy = clean + 0.1 * torch.randn(clean.shape, generator=self.noise)  # CPU stream: same on any device
-            xu = list(noisy)
-            clean = clean.to(self.device)
+        lab, unl_local = self._local(draws)
+        alphas = draws.alphas
+        xs = [aug.apply(torch.from_numpy(x)) for x, (_, _, aug) in zip(patches.images, lab)]
+        ys = [aug.apply(torch.from_numpy(y)) for y, (_, _, aug) in zip(patches.labels, lab)]
+        xu = [aug.apply(torch.from_numpy(x)) for x, (_, _, aug, _) in zip(patches.unlabelled, unl_local)]
+        xu = self.method.student_inputs(self, xu)
         self.model.train()
         logits = self.model(torch.stack(xs + xu).to(self.device))
         nl = len(xs)
         sup = self.loss_fn(logits[:nl], torch.stack(ys)[:, None].long().to(self.device))
         lam = consistency_weight(self.iteration, c.iterations, c.lambda_max)
-        cons, stats = logits.sum() * 0.0, dict[str, float]()
-        if c.method == "muduo":
-            prob = torch.softmax(logits[nl:], 1)
-            prob = torch.stack([aug.invert(p) for p, (_, _, aug, _) in zip(prob, unl_local)])
-            samples = [
-                UnlabelledPatch(
-                    (ci, pos),
-                    data.unlabelled[ci].ct,
-                    data.unlabelled[ci].pet,
-                    data.unlabelled[ci].centre_world(pos, c.patch),
-                    None if self.prompt_net is None else self._region(data.unlabelled[ci], pos),
-                    (c.seed, self.iteration, seed),
-                )
-                for ci, pos, _, seed in unl_local
-            ]
-            cons, stats = muduo_consistency(
-                prob,
-                samples,
-                c.class_ids,
-                self.banks["ct"],
-                self.banks["pet"],
-                c.consensus(),
-                c.k_points,
-                alphas,
-                shard,
-            )
-        elif c.method == "mean_teacher":
-            assert self.ema is not None
-            with torch.no_grad():
-                target = torch.softmax(self.ema(clean), 1)
-            cons = ((torch.softmax(logits[nl:], 1) - target) ** 2).mean()
+        term, stats = self.method.consistency(self, data, logits[nl:], unl_local, alphas)
+        cons = logits.sum() * 0.0 if term is None else term
         loss = sup + lam * cons
         self.optimiser.zero_grad()
         loss.backward()
         self.optimiser.step()
         self.scheduler.step()
-        if self.ema is not None:
-            with torch.no_grad():
-                for e, p in zip(self.ema.parameters(), self.net.parameters()):
-                    e.mul_(c.ema_decay).add_(p.detach(), alpha=1 - c.ema_decay)
+        self.method.after_step(self)
         self.iteration += 1
         values = torch.tensor([loss.item(), sup.item(), float(cons.detach())], dtype=torch.float64, device=self.device)
         if shard.world > 1:
@@ -252,30 +197,23 @@ class Trainer:
             "consistency": float(values[2]),
             "lambda": lam,
             **stats,
-            **self.teacher_calls(),
+            **self.method.log(),
         }
-
-    def teacher_calls(self) -> dict[str, int]:
-        """Teacher calls and embedding-cache counters so far (``cache_hits``, ``cache_misses``,
-        ``cache_evictions``, ``cache_bytes``, ``cache_entries``), for ``log.jsonl``."""
-        out = {}
-        for name, bank in self.banks.items():
-            if bank is not None:
-                out[f"{name}_encoder_calls"] = bank.encoder_calls
-                out[f"{name}_decoder_calls"] = bank.decoder_calls
-        if self.cache is not None:
-            out.update({f"cache_{k}": v for k, v in self.cache.stats().items()})
-        return out
 
     # ---- the run ---------------------------------------------------------------------------------
     def run(self, resume: bool = False, data: TrainingSet | None = None, stop_after: int | None = None) -> Path:
         """Train to ``config.iterations`` (or stop after ``stop_after`` iterations, leaving a resumable
-        checkpoint); returns the student checkpoint's path."""
+        checkpoint); returns the student checkpoint's path.
+
+        The next iteration's draws are made before this iteration's step, and their patches read in
+        a background thread meanwhile; the random stream is drawn in the same order either way, and
+        a checkpoint records it as it was before that look-ahead, so a resumed run draws the same."""
         c = self.config
         if c.threads:
             torch.set_num_threads(c.threads)
         self._check_out(resume)
-        data = data or load_training_set(c, self.prep)
+        m = self.method
+        data = data or load_training_set(c, self.prep, self.progress, m.unlabelled, m.raw_volumes)
         for name, n in (("batch_labelled", c.batch_labelled), ("batch_unlabelled", c.batch_unlabelled)):
             if n % self.shard.world:
                 raise InputError(f"config field {name!r} = {n} must be divisible by the {self.shard.world} processes")
@@ -289,19 +227,33 @@ class Trainer:
         bar = tqdm(total=c.iterations, initial=self.iteration, desc=c.method, unit="it", disable=not self.progress)
         log: list[dict] = []
         end = c.iterations if stop_after is None else min(stop_after, c.iterations)
-        while self.iteration < end:
-            rec = self.step(data)
-            log.append(rec)
-            bar.update(1)
-            bar.set_postfix(loss=f"{rec['loss']:.3f}")
-            if self.iteration % c.checkpoint_every == 0 or self.iteration == c.iterations:
-                self._checkpoint(data, log, time.perf_counter() - started)
-                log = []
+        reader = PatchReader(data, c.patch)
+        try:
+            pending: tuple[Draws, Future[Patches]] | None = None
+            while self.iteration < end:
+                draws, patches = pending or self._read_ahead(data, reader)
+                self._rng_at_next = self.rng.bit_generator.state  # what the next iteration starts from
+                pending = self._read_ahead(data, reader) if self.iteration + 1 < end else None
+                tick = time.perf_counter()
+                rec = self.step(data, draws, patches.result())
+                rec["seconds"] = round(time.perf_counter() - tick, 4)  # waiting for its patches included
+                log.append(rec)
+                bar.update(1)
+                bar.set_postfix(loss=f"{rec['loss']:.3f}")
+                if self.iteration % c.checkpoint_every == 0 or self.iteration == c.iterations:
+                    self._checkpoint(data, log, time.perf_counter() - started)
+                    log = []
+        finally:
+            reader.close()
         bar.close()
         if log:
             self._checkpoint(data, log, time.perf_counter() - started)
         self._check_replicas()
         return self.out / "student.pt"
+
+    def _read_ahead(self, data: TrainingSet, reader: PatchReader) -> tuple[Draws, Future[Patches]]:
+        draws = self._draw(data)
+        return draws, reader.submit(*self._local(draws))
 
     def _check_replicas(self) -> None:
         """Under DDP: every rank must hold the same weights at the end (a cheap checksum, gathered)."""
@@ -334,7 +286,7 @@ class Trainer:
             "backend": dist.get_backend() if dist.is_initialized() else None,
             "seconds_this_session": round(seconds, 1),
             "selection": "last iteration (no model selection)",
-            "teachers": [b.teacher.describe() for b in self.banks.values() if b is not None],
+            **self.method.provenance(),
         }
         save_student(
             self.out / "student.pt", self.net, self.config.student, preprocessing=self.prep, provenance=provenance
