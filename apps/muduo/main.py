@@ -123,6 +123,7 @@ class MuDuoApp(MONAILabelApp):
         request = {**request, "pet": self._datastore.pet_uri(image)}
         if request.get("save_label") or request.get("label_tag"):
             raise unprocessable("inference never stores a label: save a corrected label with PUT /datastore/label")
+        self.resources.use_inference_threads()  # the cores a background training leaves
         with http_errors():
             return super().infer(request, datastore)
 
@@ -130,5 +131,6 @@ class MuDuoApp(MONAILabelApp):
         strategy = request.get("strategy") or "random"
         if strategy not in self._strategies:
             raise not_found(f"unknown strategy {strategy!r}; available: {sorted(self._strategies)}")
+        self.resources.use_inference_threads()  # teacher disagreement runs the teachers
         with http_errors():
             return super().next_sample(request)

@@ -59,9 +59,11 @@ def train_config(
     ct_teacher: Path | None = None,
     pet_teacher: Path | None = None,
     max_iterations: int = 100_000,
+    threads: int | None = None,
 ) -> TrainConfig:
     """A checked TrainConfig for one server training run (InputError names a bad key or value);
-    ``max_iterations``: the longest run a request may ask for (``--conf max_train_iterations``)."""
+    ``max_iterations``: the longest run a request may ask for (``--conf max_train_iterations``);
+    ``threads``: the run's torch threads (``--conf train_threads``: it shares the cores with inference)."""
     unknown = sorted(set(request) - OWN_KEYS - PLATFORM_KEYS)
     if unknown:
         raise InputError(f"unknown training parameter(s) {unknown}; accepted: {sorted(OWN_KEYS)}")
@@ -82,6 +84,7 @@ def train_config(
         "init_from": str(init_from) if (pretrained and init_from and Path(init_from).is_file()) else None,
         "ct_teacher": str(ct_teacher) if ct_teacher else None,
         "pet_teacher": str(pet_teacher) if pet_teacher else None,
+        "threads": threads,
     }
     if request.get("train_batch_size") is not None:
         values["batch_labelled"] = _positive_int(request, "train_batch_size")

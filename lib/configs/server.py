@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from monailabel.utils.async_tasks.utils import processes
 
 from mudo_app.errors import InputError
 from mudo_app.io.uploads import DEFAULT_MAX_VOXELS
@@ -50,6 +51,8 @@ NUMBERS: dict[str, tuple[type, float, float, float]] = {
     "max_voxels": (int, DEFAULT_MAX_VOXELS, 1, 2**34),  # voxels of one uploaded volume (from its header)
     "max_clicks": (int, 200, 1, 100_000),  # clicks of one refinement request
     "token_minutes": (float, 480.0, 1.0, 100_000.0),  # lifetime of a login token (auth on)
+    "train_threads": (int, 1, 1, 1024),  # torch threads of a background training run
+    "infer_threads": (int, 0, 0, 1024),  # torch threads of an inference; 0: see ServerConfig.inference_threads
 }
 PATHS = ("student", "ct_teacher", "pet_teacher", "model_dir", "auth_users")
 
@@ -62,7 +65,9 @@ class ServerConfig:
     ``ct_teacher`` / ``pet_teacher``: official checkpoints (default: the shipped stand-ins);
     ``precision``: inference; the numeric limits: :data:`NUMBERS`;
     ``auth_users``: a users file (:mod:`lib.security`): authentication on; ``allowed_origins``: the
-    browser origins CORS answers (``--conf allowed_origins http://a:3000,http://b``; none by default)."""
+    browser origins CORS answers (``--conf allowed_origins http://a:3000,http://b``; none by default).
+    ``train_threads`` / ``infer_threads``: torch threads of background training and of inference, so
+    that the two share the cores instead of oversubscribing them (:meth:`inference_threads`)."""
 
     model_dir: Path
     student: Path | None = None
@@ -76,12 +81,22 @@ class ServerConfig:
     max_voxels: int = DEFAULT_MAX_VOXELS
     max_clicks: int = 200
     token_minutes: float = 480.0
+    train_threads: int = 1
+    infer_threads: int = 0
     auth_users: Path | None = None
     allowed_origins: tuple[str, ...] = ()
 
     @property
     def published_student(self) -> Path:
         return self.model_dir / "muduo_student.pt"
+
+    def inference_threads(self, training: bool) -> int:
+        """Threads of one inference: ``infer_threads`` when set; else every core this process may use,
+        less ``train_threads`` while a training run is going (at least 1)."""
+        if self.infer_threads:
+            return self.infer_threads
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return max(1, cores - self.train_threads) if training else cores
 
     @property
     def max_upload_bytes(self) -> int:
@@ -144,6 +159,14 @@ class Resources:
         self._lock = threading.Lock()
         self._teachers: dict[str, Teacher] = {}
         self._student: tuple[int, torch.nn.Module, StudentInput, dict[str, Any]] | None = None  # (mtime_ns, ...)
+
+    def use_inference_threads(self) -> int:
+        """Set this process's torch threads for the inference about to run (the cores a running
+        training leaves, :meth:`ServerConfig.inference_threads`); returns the number."""
+        threads = self.config.inference_threads(training=bool(processes("train")))
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        return threads
 
     def teacher(self, modality: str) -> Teacher:
         with self._lock:

@@ -101,6 +101,7 @@ class MuDuoTrainTask(TrainTask):
             conf.ct_teacher,
             conf.pet_teacher,
             max_iterations=conf.max_train_iterations,
+            threads=conf.train_threads,
         )
 
     def check(self, request: dict[str, Any]) -> TrainConfig:
