@@ -201,3 +201,37 @@ def test_torchrun_on_gpu_uses_nccl(datastore, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     _, _, meta = load_student(tmp_path / "ddp" / "student.pt")
     assert meta["provenance"]["backend"] == "nccl" and meta["provenance"]["processes"] == nproc
+
+
+def test_two_nodes_on_the_loopback_address_match_single_process(datastore, tmp_path):
+    """The multi-node path: two torchrun launches (one per "node", one process each) meet through a
+    c10d rendezvous on 127.0.0.1, as two machines would through the first one's address; the losses
+    equal one process's on the same global batch."""
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(_config(datastore, tmp_path / "nodes", iterations=3, device="cpu").to_dict()))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    launches = [
+        subprocess.Popen(
+            [
+                *(sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1"),
+                *("--node_rank", str(node), "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}"),
+                *("--rdzv-id", "muduo-test", "-m", "mudo_app.cli", "train", "--config", str(cfg), "--no-progress"),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for node in (0, 1)
+    ]
+    results = [p.communicate(timeout=300) for p in launches]
+    assert all(p.returncode == 0 for p in launches), [err[-2000:] for _, err in results]
+    Trainer(_config(datastore, tmp_path / "single", iterations=3, device="cpu"), progress=False).run()
+    nodes, single = _log(tmp_path / "nodes"), _log(tmp_path / "single")
+    for key in ("loss", "supervised", "consistency"):
+        np.testing.assert_allclose([r[key] for r in nodes], [r[key] for r in single], rtol=1e-4, atol=1e-6)
+    _, _, meta = load_student(tmp_path / "nodes" / "student.pt")
+    assert meta["provenance"]["processes"] == 2 and meta["provenance"]["backend"] == "gloo"
