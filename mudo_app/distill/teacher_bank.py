@@ -173,7 +173,7 @@ class TeacherBank:
             volume = volume()
         c = self.teacher.contract
         crop = CropGrid(volume.affine, centre_world, c.spacing_mm, c.crop)
-        image = torch.from_numpy(c.normalise(crop.sample(volume, c.fill)))[None, None].to(self.device)
+        image = c.normalise_tensor(crop.sample_tensor(volume, c.fill, self.device))[None, None]
         emb = self.teacher.model.image_encoder(image)
         self.encoder_calls += 1
         if self.cache is not None:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 
-from mudo_app.io.volume import Volume, resample_to_grid
+from mudo_app.io.volume import Volume
 
 
 @dataclass(frozen=True)
@@ -38,13 +38,21 @@ class InputContract:
     fill: float = 0.0
 
     def normalise(self, crop: NDArray[Any]) -> NDArray[Any]:
-        x = crop.astype(np.float32)
+        """:meth:`normalise_tensor` of a numpy crop."""
+        return self.normalise_tensor(torch.from_numpy(np.asarray(crop, np.float32))).numpy()
+
+    def normalise_tensor(self, crop: torch.Tensor) -> torch.Tensor:
+        """The model's input from a raw crop (float32, on its device): clipped, then z-scored over the
+        voxels > 0 (population standard deviation)."""
+        x = crop.float()
         if self.clip is not None:
-            x = np.clip(x, *self.clip)
+            x = x.clamp(*self.clip)
         fg = x[x > 0]
-        if fg.size > 1 and fg.std() > 0:
-            x = (x - fg.mean()) / fg.std()
-        return x.astype(np.float32)
+        if fg.numel() > 1:
+            std = fg.std(correction=0)
+            if float(std) > 0:
+                x = (x - fg.mean()) / std
+        return x
 
 
 SAM_MED3D_CT = InputContract("sam_med3d_ct", "CT", clip=(-1000.0, 1000.0), fill=-1000.0)
@@ -52,6 +60,18 @@ SEGANYPET_PET = InputContract("seganypet_pet", "PET", fill=0.0)
 # Stand-ins were trained on 2 mm crops of the synthetic phantoms (see sample-datasets/README.md).
 STANDIN_CT = InputContract("standin_ct", "CT", spacing_mm=2.0, clip=(-1000.0, 1000.0), fill=-1000.0)
 STANDIN_PET = InputContract("standin_pet", "PET", spacing_mm=2.0, fill=0.0)
+
+
+def _lerp_axis(values: torch.Tensor, coords: NDArray[Any], axis: int, device: torch.device | str) -> torch.Tensor:
+    """Linear interpolation of ``values`` along ``axis`` at float positions ``coords`` (voxels of that
+    axis; positions outside [0, n - 1] are clamped, the caller masks them)."""
+    size = values.shape[axis]
+    idx = np.clip(np.floor(coords), 0, max(size - 2, 0)).astype(np.int64)
+    weight = np.clip(coords - idx, 0.0, 1.0) if size > 1 else np.zeros_like(coords)
+    a = values.index_select(axis, torch.from_numpy(idx).to(device))
+    b = values.index_select(axis, torch.from_numpy(np.minimum(idx + 1, size - 1)).to(device))
+    w = torch.from_numpy(weight.astype(np.float32)).to(device).reshape([-1 if d == axis else 1 for d in range(3)])
+    return a + (b - a) * w
 
 
 class CropGrid:
@@ -76,7 +96,62 @@ class CropGrid:
 
     def sample(self, volume: Volume, fill: float) -> NDArray[Any]:
         """The volume resampled (trilinear) onto this crop: (size, size, size) float32."""
-        return resample_to_grid(volume, (self.size,) * 3, self.affine, order=1, fill=fill).array
+        return self.sample_tensor(volume, fill).cpu().numpy()
+
+    def sample_tensor(self, volume: Volume, fill: float, device: torch.device | str = "cpu") -> torch.Tensor:
+        """The volume resampled (trilinear) onto this crop on ``device``: (size, size, size) float32.
+
+        Only the box of volume voxels the crop reaches is read (a memory-mapped volume stays on disk
+        elsewhere). A crop voxel outside the volume (beyond voxel 0 or n - 1 on an axis) is ``fill``,
+        inside it is trilinear: SciPy's ``map_coordinates(order=1, mode="constant")``, in float32.
+        The crop's axes are the volume's, so the interpolation is separable: three 1-D linear
+        interpolations, one per axis (``grid_sample`` where a mapping is not axis-aligned).
+        """
+        n = self.size
+        mapping = np.linalg.inv(volume.affine) @ self.affine  # crop voxel -> volume voxel
+        corners = np.array([[a, b, c, 1.0] for a in (0, n - 1) for b in (0, n - 1) for c in (0, n - 1)])
+        reach = (mapping @ corners.T).T[:, :3]
+        shape = np.array(volume.shape)
+        lo = np.clip(np.floor(reach.min(0)).astype(int), 0, shape - 1)
+        hi = np.clip(np.ceil(reach.max(0)).astype(int) + 1, lo + 1, shape)
+        box = volume.array[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+        values = torch.from_numpy(np.ascontiguousarray(box, np.float32)).to(device)
+        linear = mapping[:3, :3]
+        if not np.allclose(linear, np.diag(np.diag(linear)), atol=1e-9):
+            return self._sample_general(values, mapping, lo, shape, fill, device)
+        axis = np.arange(n, dtype=np.float64)
+        inside = torch.ones((n, n, n), dtype=torch.bool, device=device)
+        out = values
+        for r in range(3):
+            coords = linear[r, r] * axis + mapping[r, 3]  # volume voxel coordinate along axis r
+            ok = torch.from_numpy((coords >= 0) & (coords <= shape[r] - 1)).to(device)
+            inside &= ok.reshape([-1 if a == r else 1 for a in range(3)])
+            out = _lerp_axis(out, coords - lo[r], r, device)
+        return torch.where(inside, out, torch.full_like(out, fill))
+
+    def _sample_general(
+        self,
+        values: torch.Tensor,
+        mapping: NDArray[Any],
+        lo: NDArray[Any],
+        shape: NDArray[Any],
+        fill: float,
+        device: torch.device | str,
+    ) -> torch.Tensor:
+        """:meth:`sample_tensor` for a mapping that is not axis-aligned: ``grid_sample``."""
+        n = self.size
+        m = torch.from_numpy(mapping)
+        axis = torch.arange(n, dtype=torch.float64)
+        gi, gj, gk = torch.meshgrid(axis, axis, axis, indexing="ij")
+        coords = [m[r, 0] * gi + m[r, 1] * gj + m[r, 2] * gk + m[r, 3] for r in range(3)]
+        inside = torch.ones((n, n, n), dtype=torch.bool)
+        for r in range(3):
+            inside &= (coords[r] >= 0) & (coords[r] <= shape[r] - 1)
+        box = values.shape
+        norm = [(coords[r] - lo[r]) * (2.0 / max(int(box[r]) - 1, 1)) - 1 for r in range(3)]
+        grid = torch.stack([norm[2], norm[1], norm[0]], -1).float().to(device)  # (x, y, z) = (k, j, i)
+        out = F.grid_sample(values[None, None], grid[None], mode="bilinear", padding_mode="border", align_corners=True)
+        return torch.where(inside.to(device), out[0, 0], torch.full_like(out[0, 0], fill))
 
     def to_volume_grid(
         self, crop_values: torch.Tensor, volume_shape: Sequence[int], volume_affine: NDArray[Any]
