@@ -57,8 +57,12 @@ class Method:
     unlabelled: str | None = None
     raw_volumes = False
 
+    def prepare(self, trainer: Trainer) -> None:
+        """Build and check what needs no data, before the data is read or anything is written (a bad
+        setting fails here, with nothing written)."""
+
     def setup(self, trainer: Trainer, data: TrainingSet, resume: bool) -> None:
-        """Build what the method needs (after the student, before the optimiser)."""
+        """Build what the method needs of the data (after the student, before the optimiser)."""
 
     def student_inputs(self, trainer: Trainer, unlabelled: list[torch.Tensor]) -> list[torch.Tensor]:
         """What the student sees of this rank's (augmented) unlabelled patches."""
@@ -150,7 +154,8 @@ class MuDuo(Method):
     unlabelled = "patches"
     raw_volumes = True
 
-    def setup(self, trainer: Trainer, data: TrainingSet, resume: bool) -> None:
+    def prepare(self, trainer: Trainer) -> None:
+        """The teachers and their embedding cache (a budget below one embedding is refused here)."""
         c, device = trainer.config, trainer.device
         self.cache = EmbeddingCache(
             int(c.embedding_cache_mb * 2**20), c.embedding_storage, "config field 'embedding_cache_mb'"
@@ -162,6 +167,11 @@ class MuDuo(Method):
             self.banks["ct"] = TeacherBank(load_teacher("CT", c.ct_teacher, device), c.patch, self.cache)
         if c.teachers in ("both", "pet"):
             self.banks["pet"] = TeacherBank(load_teacher("PET", c.pet_teacher, device), c.patch, self.cache)
+
+    def setup(self, trainer: Trainer, data: TrainingSet, resume: bool) -> None:
+        """The frozen PET prompt network, trained on the labelled cases (or read back on resume)."""
+        c, device = trainer.config, trainer.device
+        if self.banks["pet"] is not None:
             self.prompt_net = load_or_train_prompt_net(
                 data.labelled, c, trainer.out, trainer.shard, trainer.progress, reuse=resume, device=device
             )

@@ -212,15 +212,16 @@ class Trainer:
         if c.threads:
             torch.set_num_threads(c.threads)
         self._check_out(resume)
-        m = self.method
-        data = data or load_training_set(c, self.prep, self.progress, m.unlabelled, m.raw_volumes)
         for name, n in (("batch_labelled", c.batch_labelled), ("batch_unlabelled", c.batch_unlabelled)):
             if n % self.shard.world:
                 raise InputError(f"config field {name!r} = {n} must be divisible by the {self.shard.world} processes")
+        m = self.method
+        m.prepare(self)  # settings that need no data are checked before anything is read or written
+        data = data or load_training_set(c, self.prep, self.progress, m.unlabelled, m.raw_volumes)
+        self._setup(data, resume)
         if self.shard.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             _write_json(self.out / "config.json", c.to_dict())
-        self._setup(data, resume)
         if resume:
             self._restore()
         started = time.perf_counter()

@@ -129,6 +129,10 @@ def test_bad_training_input_exits_2(datastore, tmp_path, capsys):
     assert main(["train", "--config", str(cfg)]) == 2
     assert "no labelled case" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+    cfg.write_text(json.dumps({"datastore": str(datastore), "out": str(tmp_path / "o"), "patch": PATCH}))
+    assert main(["train", "--config", str(cfg), "--set", "embedding_cache_mb=0.01"]) == 2  # 10 KiB
+    assert "'embedding_cache_mb' of 10485 bytes cannot hold one teacher embedding" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # refused before anything is read or written
 
 
 def _torchrun(cfg, nproc):
