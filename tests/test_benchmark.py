@@ -14,7 +14,8 @@ def test_every_row_is_its_own_run_in_one_harness(tmp_path):
     preset = PRESETS["full"]
     assert set(preset.methods) == set(METHODS) and len(preset.seeds) == 3
     configs = {m: run_config(preset, m, 1, tmp_path / "data", tmp_path / "run", 2) for m in preset.methods}
-    harness = {"datastore", "out", "seed", "threads", "iterations", "checkpoint_every", "prompt_net_iterations"}
+    harness = {"datastore", "out", "preprocessed", "seed", "threads", "iterations", "checkpoint_every"}
+    harness |= {"prompt_net_iterations"}
     defaults = TrainConfig().to_dict()
     assert {k: v for k, v in configs["muduo"].to_dict().items() if k not in harness} == {
         k: v for k, v in defaults.items() if k not in harness

@@ -70,6 +70,7 @@ def run_config(preset: Preset, method: str, seed: int, data: Path, run: Path, th
         {
             "datastore": str(data),
             "out": str(run),
+            "preprocessed": str(data.parent / "preprocessed"),  # one preprocessed copy shared by every run
             "seed": seed,
             "threads": threads,
             "iterations": preset.iterations,
