@@ -60,10 +60,13 @@ def train_config(
     pet_teacher: Path | None = None,
     max_iterations: int = 100_000,
     threads: int | None = None,
+    preprocessed: Path | None = None,
 ) -> TrainConfig:
     """A checked TrainConfig for one server training run (InputError names a bad key or value);
     ``max_iterations``: the longest run a request may ask for (``--conf max_train_iterations``);
-    ``threads``: the run's torch threads (``--conf train_threads``: it shares the cores with inference)."""
+    ``threads``: the run's torch threads (``--conf train_threads``: it shares the cores with inference);
+    ``preprocessed``: the preprocessed cases' folder, shared by the server's runs (a case changed by a
+    new label is preprocessed again, the others are reused)."""
     unknown = sorted(set(request) - OWN_KEYS - PLATFORM_KEYS)
     if unknown:
         raise InputError(f"unknown training parameter(s) {unknown}; accepted: {sorted(OWN_KEYS)}")
@@ -85,6 +88,7 @@ def train_config(
         "ct_teacher": str(ct_teacher) if ct_teacher else None,
         "pet_teacher": str(pet_teacher) if pet_teacher else None,
         "threads": threads,
+        "preprocessed": str(preprocessed) if preprocessed else None,
     }
     if request.get("train_batch_size") is not None:
         values["batch_labelled"] = _positive_int(request, "train_batch_size")

@@ -102,6 +102,7 @@ class MuDuoTrainTask(TrainTask):
             conf.pet_teacher,
             max_iterations=conf.max_train_iterations,
             threads=conf.train_threads,
+            preprocessed=conf.model_dir / "preprocessed",
         )
 
     def check(self, request: dict[str, Any]) -> TrainConfig:

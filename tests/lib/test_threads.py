@@ -37,6 +37,15 @@ def test_the_training_run_gets_train_threads(tmp_path):
     assert config.threads == 1
 
 
+def test_server_runs_share_one_preprocessed_folder(tmp_path):
+    from lib.trainers.muduo import MuDuoTrainTask
+
+    conf = ServerConfig.from_conf(str(tmp_path), {"model_dir": str(tmp_path / "model"), "train_threads": "2"})
+    task = MuDuoTrainTask(Resources(conf), str(tmp_path / "store"))
+    config = task.check({"max_iterations": 5})
+    assert config.preprocessed == str(conf.model_dir / "preprocessed") and config.threads == 2
+
+
 def test_use_inference_threads_sets_torch(tmp_path):
     before = torch.get_num_threads()
     try:
