@@ -8,16 +8,8 @@ from mudo_app.cli import main
 from mudo_app.errors import InputError
 from mudo_app.io.volume import Volume, load_volume, save_volume
 from mudo_app.models import build_student
-from mudo_app.models.checkpoint import load_student, save_student
+from mudo_app.models.checkpoint import load_student
 from mudo_app.synth import PhantomSettings, generate_cases
-
-
-@pytest.fixture(scope="module")
-def student_path(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "student.pt"
-    save_student(path, build_student("unet_small"), "unet_small", provenance={"note": "untrained, for tests"})
-    return path
 
 
 def test_checkpoint_round_trip(student_path):

@@ -5,25 +5,14 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 from mudo_app.cli import main
 from mudo_app.errors import InputError
 from mudo_app.io.cases import CaseFiles, CaseReader, check_output_folder, find_cases
 from mudo_app.io.volume import Volume, load_volume, save_volume
-from mudo_app.models import build_student
-from mudo_app.models.checkpoint import save_student
 
 AFFINE = np.diag([4.0, 4.0, 4.0, 1.0])
 SHAPE = (36, 30, 34)
-
-
-@pytest.fixture(scope="module")
-def student_path(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "student.pt"
-    save_student(path, build_student("unet_small"), "unet_small", provenance={"note": "untrained, for tests"})
-    return path
 
 
 def _volumes(seed):

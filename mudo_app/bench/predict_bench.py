@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mudo_app.io.atomic import atomic_write
+from mudo_app.io.atomic import write_json
 
 WHOLE_BODY = (400, 400, 326)
 
@@ -130,8 +130,7 @@ def main(argv=None) -> int:
             result["baseline"] = {"commit": commit.stdout.decode().strip() or None, "one_case": baseline}
         print(json.dumps(result, indent=2))
         if args.out:
-            with atomic_write(args.out) as tmp:
-                tmp.write_text(json.dumps(result, indent=2) + "\n")
+            write_json(args.out, result)
         return 0 if identical else 1
     finally:
         if args.work is None:

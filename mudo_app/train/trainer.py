@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from mudo_app.distill.consensus import consistency_weight
 from mudo_app.errors import InputError
-from mudo_app.io.atomic import atomic_write
+from mudo_app.io.atomic import atomic_write, write_json
 from mudo_app.models.checkpoint import load_student, save_student
 from mudo_app.models.loading import read_checkpoint
 from mudo_app.models.student import build_student
@@ -48,11 +48,6 @@ from mudo_app.transforms.intensity import StudentInput
 
 # config fields a resumed run may change: where and how fast it runs, never what it computes
 FREE_ON_RESUME = ("iterations", "threads", "device", "embedding_cache_mb", "preprocessed")
-
-
-def _write_json(path: Path, data: object) -> None:
-    with atomic_write(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2))
 
 
 class Trainer:
@@ -221,7 +216,7 @@ class Trainer:
         self._setup(data, resume)
         if self.shard.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
-            _write_json(self.out / "config.json", c.to_dict())
+            write_json(self.out / "config.json", c.to_dict())
         if resume:
             self._restore()
         started = time.perf_counter()

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from mudo_app.bench.machine import describe
-from mudo_app.io.atomic import atomic_write
+from mudo_app.io.atomic import write_json
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "sample-datasets" / "configs" / "demo_student.json"
@@ -75,8 +75,7 @@ def main(argv=None) -> int:
     }
     print(json.dumps(result, indent=2))
     if args.out:
-        with atomic_write(args.out) as tmp:
-            tmp.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.out, result)
     return 0
 
 

@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     from monailabel.client import MONAILabelClient
 
     from mudo_app.bench.machine import describe
-    from mudo_app.io.atomic import atomic_write
+    from mudo_app.io.atomic import write_json
     from mudo_app.train.config import config_from_dict
     from mudo_app.train.trainer import Trainer
     from tests.lib.harness import start_server, stop_server
@@ -129,8 +129,7 @@ def main(argv=None) -> int:
     }
     print(json.dumps(result, indent=2))
     if args.out:
-        with atomic_write(args.out) as tmp:
-            tmp.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.out, result)
     return 0
 
 

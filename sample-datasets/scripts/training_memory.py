@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from mudo_app.bench.machine import describe
-from mudo_app.io.atomic import atomic_write
+from mudo_app.io.atomic import write_json
 
 SIZES = (6, 24)
 LABELLED = 5
@@ -93,8 +93,7 @@ def main(argv=None) -> int:
         )
     print(json.dumps(result, indent=2))
     if args.out:
-        with atomic_write(args.out) as tmp:
-            tmp.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.out, result)
     return 0
 
 
