@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,19 +49,6 @@ def _untrained(path: Path) -> None:
     save_student(path, build_student("unet_lite"), "unet_lite", provenance=note)
 
 
-def _timed(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> dict:
-    """Run ``cmd``; its wall seconds and peak RSS (GiB), from the kernel's accounting of that process."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=cwd)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    if proc.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {err[-2000:]}")
-    return {"seconds": round(seconds, 2), "peak_rss_gib": round(usage.ru_maxrss / 2**20, 2)}
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="student checkpoint (default: an untrained unet_lite)")
@@ -76,7 +62,7 @@ def main(argv=None) -> int:
         help="a checkout of an older commit: its one-case command is timed on the first two cases too",
     )
     args = parser.parse_args(argv)
-    from mudo_app.bench.machine import describe
+    from mudo_app.bench.machine import checkout_commit, describe, measured_run
 
     work = Path(args.work or tempfile.mkdtemp(prefix="predict-bench-")).resolve()
     src, single, folder = work / "imagesTs", work / "single", work / "folder"
@@ -94,9 +80,10 @@ def main(argv=None) -> int:
         one = []
         for c in range(args.cases):
             ct, pet = src / f"wb{c}_0000.nii.gz", src / f"wb{c}_0001.nii.gz"
-            one.append(_timed([*muduo, "--ct", str(ct), "--pet", str(pet), "--out", str(single / f"wb{c}.nii.gz")]))
+            out = single / f"wb{c}.nii.gz"
+            one.append(measured_run([*muduo, "--ct", str(ct), "--pet", str(pet), "--out", str(out)]))
             print("one case", one[-1], flush=True)
-        many = _timed([*muduo, "--input", str(src), "--output", str(folder)])
+        many = measured_run([*muduo, "--input", str(src), "--output", str(folder)])
         print("folder", many, flush=True)
         baseline = []
         if args.baseline:
@@ -105,7 +92,7 @@ def main(argv=None) -> int:
             for c in range(min(2, args.cases)):
                 ct, pet = src / f"wb{c}_0000.nii.gz", src / f"wb{c}_0001.nii.gz"
                 cmd = [*old, "--ct", str(ct), "--pet", str(pet), "--out", str(work / "baseline.nii.gz")]
-                baseline.append(_timed(cmd, env, cwd=args.baseline))  # its own folder first on sys.path
+                baseline.append(measured_run(cmd, env, cwd=args.baseline))  # its own folder first on sys.path
                 print("baseline one case", baseline[-1], flush=True)
         identical = all(
             (single / f"wb{c}.nii.gz").read_bytes() == (folder / f"wb{c}.nii.gz").read_bytes()
@@ -125,9 +112,7 @@ def main(argv=None) -> int:
             "labels_identical": identical,
         }
         if baseline:
-            git = ["git", "-C", str(args.baseline), "rev-parse", "--short", "HEAD"]
-            commit = subprocess.run(git, capture_output=True)
-            result["baseline"] = {"commit": commit.stdout.decode().strip() or None, "one_case": baseline}
+            result["baseline"] = {"commit": checkout_commit(args.baseline), "one_case": baseline}
         print(json.dumps(result, indent=2))
         if args.out:
             write_json(args.out, result)

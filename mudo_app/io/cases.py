@@ -37,7 +37,9 @@ class CaseFiles:
     problem: str | None = None
 
 
-def _nnunet_cases(folder: Path) -> list[CaseFiles]:
+def channel_files(folder: Path) -> dict[str, dict[str, Path]]:
+    """nnU-Net channel files of a folder: ``{case: {"_0000": CT path, "_0001": PET path}}`` (either may
+    be missing), for ``<case>_0000.nii.gz`` / ``.nii`` names; hidden files are skipped."""
     found: dict[str, dict[str, Path]] = {}
     for path in folder.iterdir():
         for suffix in (".nii.gz", ".nii"):
@@ -45,6 +47,11 @@ def _nnunet_cases(folder: Path) -> list[CaseFiles]:
             if stem and stem[-5:] in CHANNELS and not path.name.startswith("."):
                 found.setdefault(stem[:-5], {})[stem[-5:]] = path
                 break
+    return found
+
+
+def _nnunet_cases(folder: Path) -> list[CaseFiles]:
+    found = channel_files(folder)
     cases = []
     for cid in sorted(found):
         files = found[cid]
@@ -114,12 +121,11 @@ class CaseReader:
         if files.problem:
             self._pending.append(InputError(f"case {files.case_id}: {files.problem}"))
             return
-        self._pending.append(
-            (
-                self._pool.submit(load_volume, files.ct, f"case {files.case_id} CT", np.float32, False, False),
-                self._pool.submit(load_volume, files.pet, f"case {files.case_id} PET", np.float32, False, False),
-            )
-        )
+        read = [
+            self._pool.submit(load_volume, path, f"case {files.case_id} {what}", dtype=np.float32, contiguous=False)
+            for what, path in (("CT", files.ct), ("PET", files.pet))
+        ]
+        self._pending.append((read[0], read[1]))
 
     def __iter__(self) -> Iterator[tuple[CaseFiles, tuple[Volume, Volume] | InputError]]:
         try:

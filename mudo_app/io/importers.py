@@ -27,6 +27,7 @@ from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
 from mudo_app.errors import InputError
+from mudo_app.io.cases import channel_files
 from mudo_app.io.datastore import PetCtDatastore
 from mudo_app.io.volume import CT_FILL_HU, PathLike, Volume, ct_on_pet_grid, load_volume, same_grid
 from mudo_app.labels import LESION, ORGAN_IDS, check_label_values
@@ -74,13 +75,12 @@ def discover(source: str, src: Path) -> Iterator[SourceCase]:
         images = src / "imagesTr"
         if not images.is_dir():
             raise InputError(f"{src} is not an nnU-Net folder: imagesTr/ is missing")
-        names = sorted({p.name[: -len("_0000.nii.gz")] for p in images.glob("*_000[01].nii.gz")})
-        for name in names:
+        for name, files in sorted(channel_files(images).items()):
             label = src / "labelsTr" / f"{name}.nii.gz"
             yield SourceCase(
                 _safe_id(name),
-                images / f"{name}_0000.nii.gz",
-                images / f"{name}_0001.nii.gz",
+                files.get("_0000", images / f"{name}_0000.nii.gz"),  # a missing channel: "file not found"
+                files.get("_0001", images / f"{name}_0001.nii.gz"),
                 label=label if label.exists() else None,
             )
         return

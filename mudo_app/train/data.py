@@ -61,6 +61,11 @@ def _read(path: Path, index: tuple[slice, ...]) -> np.ndarray:
         del mapped  # unmapped here: its pages leave this process
 
 
+def _part(stem: Path, part: str) -> Path:
+    """``<folder>/<id>-<key>.<part>.npy``: one array of a preprocessed case."""
+    return stem.with_name(f"{stem.name}.{part}.npy")
+
+
 def _window(start: Sequence[int] | np.ndarray, size: Sequence[int]) -> tuple[slice, ...]:
     return tuple(slice(int(a), int(a) + int(p)) for a, p in zip(start, size))
 
@@ -77,7 +82,7 @@ class StoredCase:
     starts: np.ndarray | None  # (N, 3) fixed patch positions of an unlabelled case (embedding cache keys)
 
     def file(self, part: str) -> Path:
-        return self.stem.with_name(f"{self.stem.name}.{part}.npy")
+        return _part(self.stem, part)
 
     # ---- labelled cases -----------------------------------------------------------------------
     def voxel(self, cls: int, r: int) -> np.ndarray:
@@ -213,21 +218,17 @@ class _Preprocessor:
             label = _keep_classes(truth, c.class_ids)
             voxels = class_voxels(label)
             table = np.concatenate([v for v in voxels.values()]) if voxels else np.zeros((0, 3))
-            _save(self.file(stem, "voxels"), table.astype(np.int32))
+            _save(_part(stem, "voxels"), table.astype(np.int32))
             meta["class_counts"] = [[k, len(v)] for k, v in voxels.items()]
         image, label = pad_to(image, label, c.patch)
-        _save(self.file(stem, "image"), image)
+        _save(_part(stem, "image"), image)
         if role != "unlabelled":
-            _save(self.file(stem, "label"), label)
+            _save(_part(stem, "label"), label)
         if raw:
-            _save(self.file(stem, "ct"), case.ct.array.astype(np.float32, copy=False))
-            _save(self.file(stem, "pet"), case.pet.array.astype(np.float32, copy=False))
+            _save(_part(stem, "ct"), case.ct.array.astype(np.float32, copy=False))
+            _save(_part(stem, "pet"), case.pet.array.astype(np.float32, copy=False))
         meta["padded_shape"] = list(label.shape)
         return meta
-
-    @staticmethod
-    def file(stem: Path, part: str) -> Path:
-        return stem.with_name(f"{stem.name}.{part}.npy")
 
 
 def preprocessed_folder(config: TrainConfig) -> Path:

@@ -16,10 +16,9 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from mudo_app.bench.machine import describe
+from mudo_app.bench.machine import checkout_commit, describe, measured_run
 from mudo_app.io.atomic import write_json
 
 SIZES = (6, 24)
@@ -41,16 +40,11 @@ def _train(store: Path, out: Path, iterations: int, cwd: Path | None = None, env
     path = out.with_suffix(".json")
     path.write_text(json.dumps(config))
     cmd = [sys.executable, "-m", "mudo_app.cli", "train", "--config", str(path), "--no-progress"]
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status):
-        raise RuntimeError(f"training on {store} failed: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+    run = measured_run(cmd, env, cwd)
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     return {
-        "peak_rss_gib": round(usage.ru_maxrss / 2**20, 2),
-        "seconds_total": round(seconds, 1),
+        "peak_rss_gib": run["peak_rss_gib"],
+        "seconds_total": round(run["seconds"], 1),
         "last_record": {k: log[-1][k] for k in ("loss", "cache_bytes", "cache_entries") if k in log[-1]},
     }
 
@@ -86,8 +80,7 @@ def main(argv=None) -> int:
         "rss_ratio_24_vs_6": round(rows[1]["this commit"]["peak_rss_gib"] / rows[0]["this commit"]["peak_rss_gib"], 3),
     }
     if args.baseline:
-        commit = subprocess.run(["git", "-C", str(args.baseline), "rev-parse", "--short", "HEAD"], capture_output=True)
-        result["baseline_commit"] = commit.stdout.decode().strip()
+        result["baseline_commit"] = checkout_commit(args.baseline)
         result["baseline_rss_ratio_24_vs_6"] = round(
             rows[1]["baseline"]["peak_rss_gib"] / rows[0]["baseline"]["peak_rss_gib"], 3
         )

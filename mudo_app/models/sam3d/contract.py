@@ -104,54 +104,23 @@ class CropGrid:
         Only the box of volume voxels the crop reaches is read (a memory-mapped volume stays on disk
         elsewhere). A crop voxel outside the volume (beyond voxel 0 or n - 1 on an axis) is ``fill``,
         inside it is trilinear: SciPy's ``map_coordinates(order=1, mode="constant")``, in float32.
-        The crop's axes are the volume's, so the interpolation is separable: three 1-D linear
-        interpolations, one per axis (``grid_sample`` where a mapping is not axis-aligned).
+        The crop's axes are the volume's (:class:`CropGrid`), so the interpolation is separable: three
+        1-D linear interpolations, one per axis.
         """
-        n = self.size
-        mapping = np.linalg.inv(volume.affine) @ self.affine  # crop voxel -> volume voxel
-        corners = np.array([[a, b, c, 1.0] for a in (0, n - 1) for b in (0, n - 1) for c in (0, n - 1)])
-        reach = (mapping @ corners.T).T[:, :3]
+        mapping = np.linalg.inv(volume.affine) @ self.affine  # crop voxel -> volume voxel: diagonal
         shape = np.array(volume.shape)
-        lo = np.clip(np.floor(reach.min(0)).astype(int), 0, shape - 1)
-        hi = np.clip(np.ceil(reach.max(0)).astype(int) + 1, lo + 1, shape)
+        axis = np.arange(self.size, dtype=np.float64)
+        coords = [mapping[r, r] * axis + mapping[r, 3] for r in range(3)]  # volume voxels along each axis
+        lo = [int(np.clip(np.floor(c.min()), 0, n - 1)) for c, n in zip(coords, shape)]
+        hi = [int(np.clip(np.ceil(c.max()) + 1, a + 1, n)) for c, a, n in zip(coords, lo, shape)]
         box = volume.array[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
-        values = torch.from_numpy(np.ascontiguousarray(box, np.float32)).to(device)
-        linear = mapping[:3, :3]
-        if not np.allclose(linear, np.diag(np.diag(linear)), atol=1e-9):
-            return self._sample_general(values, mapping, lo, shape, fill, device)
-        axis = np.arange(n, dtype=np.float64)
-        inside = torch.ones((n, n, n), dtype=torch.bool, device=device)
-        out = values
+        out = torch.from_numpy(np.ascontiguousarray(box, np.float32)).to(device)
+        inside = torch.ones((self.size,) * 3, dtype=torch.bool, device=device)
         for r in range(3):
-            coords = linear[r, r] * axis + mapping[r, 3]  # volume voxel coordinate along axis r
-            ok = torch.from_numpy((coords >= 0) & (coords <= shape[r] - 1)).to(device)
+            ok = torch.from_numpy((coords[r] >= 0) & (coords[r] <= shape[r] - 1)).to(device)
             inside &= ok.reshape([-1 if a == r else 1 for a in range(3)])
-            out = _lerp_axis(out, coords - lo[r], r, device)
+            out = _lerp_axis(out, coords[r] - lo[r], r, device)
         return torch.where(inside, out, torch.full_like(out, fill))
-
-    def _sample_general(
-        self,
-        values: torch.Tensor,
-        mapping: NDArray[Any],
-        lo: NDArray[Any],
-        shape: NDArray[Any],
-        fill: float,
-        device: torch.device | str,
-    ) -> torch.Tensor:
-        """:meth:`sample_tensor` for a mapping that is not axis-aligned: ``grid_sample``."""
-        n = self.size
-        m = torch.from_numpy(mapping)
-        axis = torch.arange(n, dtype=torch.float64)
-        gi, gj, gk = torch.meshgrid(axis, axis, axis, indexing="ij")
-        coords = [m[r, 0] * gi + m[r, 1] * gj + m[r, 2] * gk + m[r, 3] for r in range(3)]
-        inside = torch.ones((n, n, n), dtype=torch.bool)
-        for r in range(3):
-            inside &= (coords[r] >= 0) & (coords[r] <= shape[r] - 1)
-        box = values.shape
-        norm = [(coords[r] - lo[r]) * (2.0 / max(int(box[r]) - 1, 1)) - 1 for r in range(3)]
-        grid = torch.stack([norm[2], norm[1], norm[0]], -1).float().to(device)  # (x, y, z) = (k, j, i)
-        out = F.grid_sample(values[None, None], grid[None], mode="bilinear", padding_mode="border", align_corners=True)
-        return torch.where(inside.to(device), out[0, 0], torch.full_like(out[0, 0], fill))
 
     def to_volume_grid(
         self, crop_values: torch.Tensor, volume_shape: Sequence[int], volume_affine: NDArray[Any]
