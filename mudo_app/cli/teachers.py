@@ -5,45 +5,49 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from mudo_app.errors import InputError
-from mudo_app.io.atomic import atomic_write
+from mudo_app.io.atomic import write_json
 from mudo_app.resources import standin_teacher_dir
 
 DEFAULT_OUT = standin_teacher_dir()  # where load_teacher() finds the stand-ins
-HELD_OUT_FIRST = 10_000  # held-out synthetic case indices start here (training uses 0..cases-1)
+
+
+DEFAULT_WORK = Path("runs/teachers")  # resumable training states
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "pretrain-teachers",
-        help="train the small stand-in CT and PET teachers on synthetic data",
-        description="Train stand-in teachers (3D SAM architecture, 'standin_small') on synthetic phantoms with "
-        "interactive click simulation, then report their zero-shot Dice with 1 and 3 clicks.",
+        help="train the small stand-in CT and PET teachers on the synthetic foundation corpus",
+        description="Train stand-in teachers (3D SAM architecture, 'standin_small') on the synthetic foundation "
+        "corpus (mudo_app.synth.foundation: its own seeds, broader variation than any benchmark) with "
+        "interactive click simulation, then report their zero-shot Dice on held-out corpus cases. "
+        "Resumable: an interrupted run continues from its state in --work.",
     )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    p.add_argument("--work", type=Path, default=DEFAULT_WORK, help=f"training states (default {DEFAULT_WORK})")
     p.add_argument("--modality", choices=("ct", "pet", "both"), default="both")
-    p.add_argument("--cases", type=int, default=40, help="synthetic training cases (default 40)")
-    p.add_argument("--eval-cases", type=int, default=6, help="held-out synthetic cases for the report")
-    p.add_argument("--iterations", type=int, default=500)
-    p.add_argument("--seed", type=int, default=0, help="training seed; the data seed is 1000 + seed")
+    p.add_argument("--cases", type=int, default=80, help="foundation corpus training cases (default 80)")
+    p.add_argument("--eval-cases", type=int, default=6, help="held-out corpus cases for the report")
+    p.add_argument("--iterations", type=int, default=2500)
+    p.add_argument("--seed", type=int, default=0, help="training seed (crops, clicks, initial weights)")
     _common(p)
     p.set_defaults(run=run_pretrain)
 
     p = sub.add_parser(
         "evaluate-teachers",
         help="zero-shot click Dice of the CT and PET teachers on held-out synthetic cases",
-        description="Evaluate teachers (the shipped stand-ins, or official checkpoints given by path) with 1 and "
-        "3 simulated clicks per object on held-out synthetic cases.",
+        description="Evaluate teachers (the shipped stand-ins, or official checkpoints given by path) on held-out "
+        "foundation corpus cases: 1 and 3 simulated clicks per object, the first at the deepest voxel and at a "
+        "random voxel of the object, and the answer to an imperfect mask prompt alone.",
     )
     p.add_argument("--ct", type=Path, default=None, help="CT teacher checkpoint (default: the shipped stand-in)")
     p.add_argument("--pet", type=Path, default=None, help="PET teacher checkpoint (default: the shipped stand-in)")
     p.add_argument("--eval-cases", type=int, default=6)
-    p.add_argument("--seed", type=int, default=0, help="as in pretrain-teachers: held-out data seed 1000 + seed")
     p.add_argument("--json", type=Path, default=None, help="write the report here")
     _common(p)
     p.set_defaults(run=run_evaluate)
@@ -60,23 +64,44 @@ def _check_positive(args, names) -> None:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1")
 
 
-def _data_seed(args) -> int:
-    return 1_000 + args.seed
-
-
 def _held_out(args):
-    from mudo_app.synth import generate_cases
+    from mudo_app.synth.foundation import foundation_cases
 
-    return generate_cases(_data_seed(args), HELD_OUT_FIRST, args.eval_cases)
+    return foundation_cases(0, args.eval_cases, held_out=True)
+
+
+def _held_out_text(args) -> str:
+    from mudo_app.synth.foundation import FOUNDATION_HELD_OUT_SEED
+
+    return f"synthetic foundation corpus, held-out seed {FOUNDATION_HELD_OUT_SEED}, cases 0..{args.eval_cases - 1}"
+
+
+def _mean(per: dict[str, float]) -> float:
+    return float(sum(per.values()) / len(per)) if per else float("nan")
 
 
 def _evaluate(teacher_model, contract, modality, held_out, args) -> dict:
-    from mudo_app.train.teachers import evaluate_clicks
+    from mudo_app.train.teachers import evaluate_clicks, evaluate_mask_prompts
 
-    scores = evaluate_clicks(teacher_model, contract, held_out, modality, (1, 3), progress=not args.quiet)
-    for k, per in scores.items():
-        print(f"  {modality} {k} click(s): " + ", ".join(f"{n} {100 * d:.1f}" for n, d in per.items()))
-    return {str(k): v for k, v in scores.items()}
+    out: dict[str, Any] = {}
+    for first, key in (("deepest", "zero_shot_dice"), ("random", "random_first_click_dice")):
+        scores = evaluate_clicks(
+            teacher_model, contract, held_out, modality, (1, 3), progress=not args.quiet, first=first
+        )
+        out[key] = {str(k): v for k, v in scores.items()}
+        out[key.replace("_dice", "_mean")] = {str(k): _mean(v) for k, v in scores.items()}
+        for k, per in scores.items():
+            print(
+                f"  {modality} {k} click(s), first {first}: mean {100 * _mean(per):.1f}; "
+                + ", ".join(f"{n} {100 * d:.1f}" for n, d in per.items())
+            )
+    out["mask_prompt"] = evaluate_mask_prompts(teacher_model, contract, held_out, modality, progress=not args.quiet)
+    m = out["mask_prompt"]
+    print(
+        f"  {modality} mask prompt of Dice {100 * m['prompt_dice']:.1f} -> answer {100 * m['answer_dice']:.1f} "
+        f"({100 * m['answer_better_fraction']:.0f} % of {m['objects']} organs better)"
+    )
+    return out
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
@@ -85,44 +110,43 @@ def run_pretrain(args: argparse.Namespace) -> int:
     from mudo_app.bench.machine import describe
     from mudo_app.models.sam3d import STANDIN_CT, STANDIN_PET
     from mudo_app.models.teachers import save_standin
-    from mudo_app.synth import generate_cases
-    from mudo_app.train.teachers import TeacherPretrainSettings, pretrain_teacher
+    from mudo_app.synth.foundation import FOUNDATION_SEED, foundation_cases
+    from mudo_app.train.teachers import TeacherPretrainSettings, pretrain_teacher, training_seconds
 
     _check_positive(args, ("cases", "eval_cases", "iterations", "threads"))
     torch.set_num_threads(args.threads)
-    data_seed = _data_seed(args)
-    train = generate_cases(data_seed, 0, args.cases)
-    held_out = _held_out(args)
     modalities = ["CT", "PET"] if args.modality == "both" else [args.modality.upper()]
+    settings = {m: TeacherPretrainSettings(modality=m, iterations=args.iterations, seed=args.seed) for m in modalities}
+    train = foundation_cases(0, args.cases)
+    held_out = _held_out(args)
     command = (
         f"muduo pretrain-teachers --cases {args.cases} --eval-cases {args.eval_cases} "
         f"--iterations {args.iterations} --seed {args.seed}"
     )
     teachers: dict[str, Any] = {}
-    report = {"machine": describe(), "command": command, "teachers": teachers}
+    report = {"machine": describe(), "command": command, "held_out": _held_out_text(args), "teachers": teachers}
     for modality in modalities:
         contract = STANDIN_CT if modality == "CT" else STANDIN_PET
-        settings = TeacherPretrainSettings(modality=modality, iterations=args.iterations, seed=args.seed)
-        t0 = time.time()
-        model = pretrain_teacher(train, contract, settings, progress=not args.quiet)
-        train_s = time.time() - t0
+        state = args.work / f"standin_{modality.lower()}.state.pt"
+        model = pretrain_teacher(train, contract, settings[modality], progress=not args.quiet, state_path=state)
+        train_s = training_seconds(state)
         fname = "standin_ct.pt" if modality == "CT" else "standin_pet.pt"
-        print(f"{modality} stand-in teacher: {args.out / fname} ({train_s:.0f} s)")
+        print(f"{modality} stand-in teacher: {args.out / fname} ({train_s:.0f} s of training, all sessions)")
         provenance = {
-            "settings": asdict(settings),
+            "settings": asdict(settings[modality]),
             "train_seconds": round(train_s, 1),
             "command": command,
-            "data": f"synthetic phantoms, seed {data_seed}, cases 0..{args.cases - 1}",
-            "zero_shot_dice": _evaluate(model, contract, modality, held_out, args),
+            "threads": args.threads,
+            "data": f"synthetic foundation corpus, seed {FOUNDATION_SEED}, cases 0..{args.cases - 1}",
+            **_evaluate(model, contract, modality, held_out, args),
         }
-        save_standin(args.out / fname, model, settings.architecture, modality, provenance)
+        save_standin(args.out / fname, model, settings[modality].architecture, modality, provenance)
         teachers[modality] = provenance
     report_path = args.out / "report.json"
     if report_path.is_file() and len(modalities) == 1:  # keep the other teacher's entry
         previous = json.loads(report_path.read_text()).get("teachers", {})
         report["teachers"] = {**previous, **teachers}
-    with atomic_write(report_path) as tmp:
-        tmp.write_text(json.dumps(report, indent=2))
+    write_json(report_path, report)
     return 0
 
 
@@ -136,21 +160,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     held_out = _held_out(args)
     teachers: dict[str, Any] = {}
-    report = {
-        "machine": describe(),
-        "held_out": f"synthetic seed {_data_seed(args)}, cases "
-        f"{HELD_OUT_FIRST}..{HELD_OUT_FIRST + args.eval_cases - 1}",
-        "teachers": teachers,
-    }
+    report = {"machine": describe(), "held_out": _held_out_text(args), "teachers": teachers}
     for modality, path in (("CT", args.ct), ("PET", args.pet)):
         teacher = load_teacher(modality, path)
         print(teacher.describe())
         teachers[modality] = {
             "checkpoint": teacher.checkpoint,
             "standin": teacher.standin,
-            "zero_shot_dice": _evaluate(teacher.model, teacher.contract, modality, held_out, args),
+            **_evaluate(teacher.model, teacher.contract, modality, held_out, args),
         }
     if args.json:
-        with atomic_write(args.json) as tmp:
-            tmp.write_text(json.dumps(report, indent=2))
+        write_json(args.json, report)
     return 0

@@ -10,8 +10,12 @@ contract (2 mm, 128^3 for the stand-ins); CT teachers see CT only, PET teachers 
 
 from __future__ import annotations
 
+import math
+import os
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,7 +24,9 @@ from monai.losses import DiceLoss
 from scipy import ndimage
 from tqdm.auto import tqdm
 
+from mudo_app.errors import InputError
 from mudo_app.evaluation.metrics import binary_dice
+from mudo_app.io.atomic import atomic_write
 from mudo_app.io.datastore import Case
 from mudo_app.io.volume import Volume, resample_to_grid
 from mudo_app.labels import ID_TO_NAME, LABEL_IDS, LESION
@@ -31,6 +37,16 @@ from mudo_app.transforms.patches import class_voxels
 
 @dataclass(frozen=True)
 class TeacherPretrainSettings:
+    """One stand-in teacher's training recipe.
+
+    ``lesion_share``: the fraction of training objects that are single lesions (18-connected components
+    of label 13; the rest are organs, a present class drawn uniformly), so that lesions, small and rare,
+    get their share of crops. ``loss_size``: the side (voxels) of the grid the loss is computed on (the
+    crop's 128^3 at 2 mm, average-pooled; 64 = 4 mm, the corpus's typical acquisition grid), so that
+    most of a step is not spent upsampling logits. ``checkpoint_every``: iterations between resumable
+    training states (:func:`pretrain_teacher` ``state_path``).
+    """
+
     modality: str  # "CT" or "PET"
     architecture: str = "standin_small"
     iterations: int = 600
@@ -40,6 +56,20 @@ class TeacherPretrainSettings:
     seed: int = 0
     centre_jitter_mm: float = 12.0  # std of the crop centre around the picked object voxel
     mask_rounds: int = 1  # mask-only prompt rounds per step (0: clicks only, as the first stand-ins)
+    lesion_share: float = 0.25
+    loss_size: int = 64
+    checkpoint_every: int = 250
+
+    def __post_init__(self) -> None:
+        if self.modality not in ("CT", "PET"):
+            raise ValueError(f"modality must be 'CT' or 'PET', got {self.modality!r}")
+        for name in ("iterations", "batch_size", "clicks", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.lesion_share <= 1:
+            raise ValueError(f"lesion_share must lie in [0, 1], got {self.lesion_share}")
+        if self.loss_size < 8 or 128 % self.loss_size:
+            raise ValueError(f"loss_size must divide the 128-voxel crop (8..128), got {self.loss_size}")
 
 
 def imperfect_mask(targets: torch.Tensor, rng: np.random.Generator, max_shift: int = 2) -> torch.Tensor:
@@ -60,28 +90,58 @@ def _image(case: Case, modality: str) -> Volume:
     return case.ct if modality == "CT" else case.pet
 
 
+LESION_OBJECT_BASE = 100  # object ids of lesion components: 100, 101, ... (organs keep their class id)
+
+
+def object_map(label: np.ndarray) -> np.ndarray:
+    """(X, Y, Z) int16 map of click objects: each organ class keeps its id, lesion component k (an
+    18-connected component of label 13, :func:`click_objects` order) gets ``LESION_OBJECT_BASE + k``."""
+    out = label.astype(np.int16)
+    comps, n = ndimage.label(label == LESION, structure=ndimage.generate_binary_structure(3, 2))
+    out[comps > 0] = LESION_OBJECT_BASE + comps[comps > 0] - 1
+    return out
+
+
+class TrainingObjects:
+    """The click objects of one labelled case (:func:`object_map`), each with its voxel indices."""
+
+    def __init__(self, case: Case):
+        self.map = Volume(object_map(case.require_label().array), case.require_label().affine)
+        self.voxels = {k: v.astype(np.int16) for k, v in class_voxels(self.map.array).items()}
+        self.organs = [k for k in self.voxels if k < LESION_OBJECT_BASE]
+        self.lesions = [k for k in self.voxels if k >= LESION_OBJECT_BASE]
+
+    def pick(self, rng: np.random.Generator, lesion_share: float) -> int:
+        """An object id: a lesion with probability ``lesion_share`` (when the case has one), else an
+        organ (uniform over the present ones; a lesion when the case has no organ)."""
+        lesion = bool(self.lesions) and (not self.organs or rng.random() < lesion_share)
+        pool = self.lesions if lesion else self.organs
+        return int(pool[int(rng.integers(len(pool)))])
+
+
 def sample_crop(
     case: Case,
     modality: str,
     contract: InputContract,
     rng: np.random.Generator,
     jitter_mm: float = 12.0,
-    voxels: dict[int, np.ndarray] | None = None,
+    objects: TrainingObjects | None = None,
+    lesion_share: float = 0.25,
 ):
     """A training crop around a random object: (normalised image (S, S, S), binary target, class id).
 
-    ``voxels``: :func:`class_voxels` of the case's label, precomputed once per case.
+    The target is the picked object only (one organ, or one lesion component). ``objects``: the case's
+    :class:`TrainingObjects`, computed once per case.
     """
-    label = case.require_label()
-    voxels = class_voxels(label.array) if voxels is None else voxels
-    cls = int(rng.choice(list(voxels)))
-    idx = voxels[cls]
-    vox = idx[rng.integers(len(idx))]
-    world = (label.affine @ [*vox, 1])[:3] + rng.normal(scale=jitter_mm, size=3)
-    crop = CropGrid(label.affine, world, contract.spacing_mm, contract.crop)
+    objects = TrainingObjects(case) if objects is None else objects
+    obj = objects.pick(rng, lesion_share)
+    idx = objects.voxels[obj]
+    vox = idx[rng.integers(len(idx))].astype(np.float64)
+    world = (objects.map.affine @ [*vox, 1])[:3] + rng.normal(scale=jitter_mm, size=3)
+    crop = CropGrid(objects.map.affine, world, contract.spacing_mm, contract.crop)
     image = contract.normalise(crop.sample(_image(case, modality), contract.fill))
-    target = resample_to_grid(label, (crop.size,) * 3, crop.affine, order=0).array == cls
-    return image, target, cls
+    target = resample_to_grid(objects.map, (crop.size,) * 3, crop.affine, order=0).array == obj
+    return image, target, LESION if obj >= LESION_OBJECT_BASE else obj
 
 
 def _clicks_tensor(clicks: list[list[tuple]]):
@@ -90,37 +150,119 @@ def _clicks_tensor(clicks: list[list[tuple]]):
     return coords, labels
 
 
+def warmup_cosine(total: int, warmup_fraction: float = 0.05):
+    """The learning-rate factor per step: linear warm-up over ``warmup_fraction`` of ``total`` steps
+    (at least one), then cosine decay to 0 at ``total``."""
+    warm = max(1, int(round(warmup_fraction * total)))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+    return factor
+
+
+def _save_state(path: Path, iteration: int, seconds: float, model, opt, sched, rng, settings) -> None:
+    state = {
+        "iteration": iteration,
+        "seconds": seconds,
+        "settings": asdict(settings),
+        "model": model.state_dict(),
+        "optimiser": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "rng": rng.bit_generator.state,
+        "torch_rng": torch.get_rng_state(),
+    }
+    with atomic_write(path) as tmp:
+        torch.save(state, tmp)
+
+
+def training_seconds(state_path: str | os.PathLike[str]) -> float:
+    """The training seconds, summed over sessions, kept in a :func:`pretrain_teacher` state file."""
+    return float(torch.load(state_path, map_location="cpu", weights_only=False)["seconds"])
+
+
 def pretrain_teacher(
-    cases: Sequence[Case], contract: InputContract, settings: TeacherPretrainSettings, progress: bool = True
+    cases: Sequence[Case],
+    contract: InputContract,
+    settings: TeacherPretrainSettings,
+    progress: bool = True,
+    state_path: str | os.PathLike[str] | None = None,
 ) -> Sam3D:
-    """Train a stand-in teacher from scratch on labelled ``cases``; returns it in eval mode."""
+    """Train a stand-in teacher from scratch on labelled ``cases``; returns it in eval mode.
+
+    Args:
+        cases: labelled training cases (the foundation corpus).
+        contract: the teacher's input contract (crop spacing, size, normalisation).
+        settings: the recipe.
+        progress: show a progress bar.
+        state_path: where a resumable training state is written every ``settings.checkpoint_every``
+            iterations. When the file exists the run continues from it (it must come from the same
+            settings), drawing the same crops and clicks as an uninterrupted run.
+    """
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     model = build_sam3d(settings.architecture).train()
-    voxels = [class_voxels(c.require_label().array) for c in cases]
     opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=settings.lr, total_steps=settings.iterations, pct_start=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(settings.iterations))
+    start, earlier_seconds = 0, 0.0
+    state_file = None if state_path is None else Path(state_path)
+    if state_file is not None and state_file.is_file():
+        state = torch.load(state_file, map_location="cpu", weights_only=False)
+        if state["settings"] != asdict(settings):
+            raise InputError(
+                f"{state_file} is the state of another teacher recipe ({state['settings']}); "
+                "delete it or train with the same settings"
+            )
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimiser"])
+        sched.load_state_dict(state["scheduler"])
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        start = int(state["iteration"])
+        earlier_seconds = float(state["seconds"])
+    t0 = time.perf_counter()
+    objects = [TrainingObjects(c) for c in cases]
     dice = DiceLoss(sigmoid=True)
+    size = (settings.loss_size,) * 3
+    pool = contract.crop // settings.loss_size
     bar = tqdm(
-        range(settings.iterations), desc=f"stand-in {settings.modality} teacher", unit="it", disable=not progress
+        range(start, settings.iterations),
+        initial=start,
+        total=settings.iterations,
+        desc=f"stand-in {settings.modality} teacher",
+        unit="it",
+        disable=not progress,
     )
-    for _ in bar:
+    for it in bar:
         crops = []
         for _ in range(settings.batch_size):
             i = int(rng.integers(len(cases)))
-            crops.append(sample_crop(cases[i], settings.modality, contract, rng, settings.centre_jitter_mm, voxels[i]))
+            crops.append(
+                sample_crop(
+                    cases[i],
+                    settings.modality,
+                    contract,
+                    rng,
+                    settings.centre_jitter_mm,
+                    objects[i],
+                    settings.lesion_share,
+                )
+            )
         images = torch.from_numpy(np.stack([c[0] for c in crops]))[:, None]
         targets_np = [c[1] for c in crops]
-        targets = torch.from_numpy(np.stack(targets_np)).float()[:, None]
+        full = torch.from_numpy(np.stack(targets_np)).float()[:, None]
+        targets = F.avg_pool3d(full, pool) if pool > 1 else full  # soft targets on the loss grid
         emb = model.image_encoder(images)
         clicks = [[(tuple(first_click(t, rng).tolist()), 1)] for t in targets_np]
         mask_prompt, loss = None, torch.zeros(())
         for step in range(settings.clicks):
             logits, iou = model.decode(emb, points=_clicks_tensor(clicks), mask=mask_prompt)
-            up = F.interpolate(logits, size=images.shape[2:], mode="trilinear", align_corners=False)
-            pred = up.detach() > 0
-            inter = (pred & (targets > 0)).flatten(1).sum(1).float()
-            union = (pred | (targets > 0)).flatten(1).sum(1).float().clamp(min=1)
+            up = F.interpolate(logits, size=size, mode="trilinear", align_corners=False)
+            pred = F.interpolate((up.detach() > 0).float(), scale_factor=pool, mode="nearest") > 0.5
+            inter = (pred & (full > 0)).flatten(1).sum(1).float()
+            union = (pred | (full > 0)).flatten(1).sum(1).float().clamp(min=1)
             loss = (
                 loss
                 + dice(up, targets)
@@ -133,8 +275,8 @@ def pretrain_teacher(
                     nxt = next_click(t, pred[b, 0].numpy(), rng)
                     clicks[b].append((tuple(nxt[0].tolist()), nxt[1]) if nxt else ((0, 0, 0), -1))
         for _ in range(settings.mask_rounds):
-            logits, _ = model.decode(emb, points=None, mask=imperfect_mask(targets, rng))
-            up = F.interpolate(logits, size=images.shape[2:], mode="trilinear", align_corners=False)
+            logits, _ = model.decode(emb, points=None, mask=imperfect_mask(full, rng))
+            up = F.interpolate(logits, size=size, mode="trilinear", align_corners=False)
             loss = loss + dice(up, targets) + F.binary_cross_entropy_with_logits(up, targets)
         opt.zero_grad()
         loss.backward()
@@ -142,6 +284,10 @@ def pretrain_teacher(
         opt.step()
         sched.step()
         bar.set_postfix(loss=f"{loss.detach().item() / (settings.clicks + settings.mask_rounds):.3f}")
+        done = it + 1
+        if state_file is not None and (done % settings.checkpoint_every == 0 or done == settings.iterations):
+            seconds = earlier_seconds + time.perf_counter() - t0
+            _save_state(state_file, done, seconds, model, opt, sched, rng, settings)
     return model.eval()
 
 
@@ -160,6 +306,9 @@ def click_objects(label: np.ndarray):
             yield cls, comps == i
 
 
+FIRST_CLICKS = ("deepest", "random")
+
+
 def evaluate_clicks(
     model: Sam3D,
     contract: InputContract,
@@ -167,20 +316,26 @@ def evaluate_clicks(
     modality: str,
     n_clicks: Sequence[int] = (1, 3),
     progress: bool = True,
+    first: str = "deepest",
+    seed: int = 0,
 ) -> dict[int, dict[str, float]]:
-    """Zero-shot Dice per class after k clicks (deterministic clicks), on the full case grid.
+    """Zero-shot Dice per class after k clicks, on the full case grid.
 
-    Each object (an organ, or one lesion) gets its own session: first click at the object's deepest
-    voxel, later clicks at the deepest voxel of the largest error, the previous low-res logits fed back.
-    Returns ``{k: {class name: mean Dice over objects}}``.
+    Each object (an organ, or one lesion) gets its own session: the first click at the object's deepest
+    voxel (``first="deepest"``) or at a random voxel of it (``"random"``, drawn from ``seed``: users
+    do not click at the deepest point), later clicks at the deepest voxel of the largest error, the
+    previous low-res logits fed back. Returns ``{k: {class name: mean Dice over objects}}``.
     """
+    if first not in FIRST_CLICKS:
+        raise ValueError(f"first must be one of {FIRST_CLICKS}, got {first!r}")
+    rng = np.random.default_rng(seed) if first == "random" else None
     pred = Sam3DPredictor(model, contract)
     scores: dict[int, dict[str, list[float]]] = {k: {} for k in n_clicks}
     for case in tqdm(cases, desc=f"evaluate {modality} teacher", unit="case", disable=not progress):
         vol = _image(case, modality)
         pred.set_image(vol.array, vol.affine, modality)
-        for cls, target in click_objects(case.label.array):
-            clicks, labels, mask_input = [first_click(target).tolist()], [1], None
+        for cls, target in click_objects(case.require_label().array):
+            clicks, labels, mask_input = [first_click(target, rng).tolist()], [1], None
             for k in range(1, max(n_clicks) + 1):
                 res = pred.predict(points=clicks, labels=labels, mask_input=mask_input)
                 if k in scores:
@@ -192,3 +347,62 @@ def evaluate_clicks(
                 labels.append(int(nxt[1]))
                 mask_input = res.low_res_logits
     return {k: {name: float(np.mean(v)) for name, v in per.items()} for k, per in scores.items()}
+
+
+def degraded_prompt(target: torch.Tensor, low: float = 0.4, high: float = 0.7) -> tuple[torch.Tensor, float] | None:
+    """A student-like imperfect mask prompt of known quality for a (S, S, S) binary ``target``: its soft
+    mask at the decoder's resolution (S/4), shifted by 1, 2, ... low-res voxels along one axis, then
+    the next, until the prompt's Dice against the target (prompt > 0.5, upsampled nearest) lies in
+    [``low``, ``high``]. Returns ``(prompt (1, 1, S/4, S/4, S/4) in [0, 1], its Dice)``, or None when
+    no shift of up to a quarter of the crop lands there.
+    """
+    soft = F.avg_pool3d(target[None, None].float(), 4)
+    truth = target.bool()
+    for shift in range(1, soft.shape[-1] // 4 + 1):
+        for axis in (2, 3, 4):
+            m = torch.roll(soft, shifts=shift, dims=axis)
+            up = F.interpolate(m, scale_factor=4, mode="nearest")[0, 0] > 0.5
+            d = 2 * float((up & truth).sum()) / max(1.0, float(up.sum() + truth.sum()))
+            if low <= d <= high:
+                return m, d
+    return None
+
+
+@torch.no_grad()
+def evaluate_mask_prompts(
+    model: Sam3D, contract: InputContract, cases: Sequence[Case], modality: str, progress: bool = True
+) -> dict[str, float | int]:
+    """MuDuo's CT branch property: given an imperfect mask prompt of Dice d (0.4 <= d <= 0.7) and no
+    click, does the teacher answer better than d?
+
+    Per organ object of each case: a crop centred on its deepest voxel, the :func:`degraded_prompt` of
+    its crop-frame target (2 mm crop grid), the teacher's answer (upsampled logits > 0) scored on that
+    grid. Returns the mean prompt Dice, the mean answer Dice, the fraction of objects whose answer is
+    better, and the number of objects.
+    """
+    prompts, answers = [], []
+    for case in tqdm(cases, desc=f"mask prompts {modality}", unit="case", disable=not progress):
+        vol = _image(case, modality)
+        for cls, target in click_objects(case.require_label().array):
+            if cls == LESION:
+                continue
+            centre = (case.require_label().affine @ [*first_click(target), 1])[:3]
+            crop = CropGrid(case.require_label().affine, centre, contract.spacing_mm, contract.crop)
+            image = torch.from_numpy(contract.normalise(crop.sample(vol, contract.fill)))[None, None]
+            on_crop = resample_to_grid(case.require_label(), (crop.size,) * 3, crop.affine, order=0)
+            crop_target = torch.from_numpy(on_crop.array == cls)
+            made = degraded_prompt(crop_target)
+            if made is None:
+                continue
+            prompt, d = made
+            logits, _ = model.decode(model.image_encoder(image), points=None, mask=prompt)
+            up = F.interpolate(logits, size=crop_target.shape, mode="trilinear", align_corners=False)[0, 0] > 0
+            prompts.append(d)
+            answers.append(binary_dice(up.numpy(), crop_target.numpy()))
+    p, a = np.array(prompts), np.array(answers)
+    return {
+        "objects": int(len(p)),
+        "prompt_dice": float(p.mean()) if len(p) else float("nan"),
+        "answer_dice": float(a.mean()) if len(a) else float("nan"),
+        "answer_better_fraction": float((a > p).mean()) if len(p) else float("nan"),
+    }

@@ -89,13 +89,137 @@ def test_pretrain_command_writes_a_loadable_standin_and_a_report_that_reproduces
     """What ``muduo pretrain-teachers`` writes (a tiny run): the stand-in, and a report naming the exact
     command, the data and the zero-shot Dice of the weights it wrote."""
     args = ["--cases", "1", "--eval-cases", "1", "--iterations", "1", "--seed", "3"]
-    assert main(["pretrain-teachers", "--out", str(tmp_path), "--modality", "ct", *args, "--quiet"]) == 0
+    work = ["--work", str(tmp_path / "work")]
+    assert main(["pretrain-teachers", "--out", str(tmp_path), "--modality", "ct", *args, *work, "--quiet"]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["command"] == "muduo pretrain-teachers " + " ".join(args) and "CPU" in report["machine"]
     entry = report["teachers"]["CT"]
-    assert entry["data"] == "synthetic phantoms, seed 1003, cases 0..0"
+    assert entry["data"] == "synthetic foundation corpus, seed 731001, cases 0..0"
+    assert report["held_out"] == "synthetic foundation corpus, held-out seed 731002, cases 0..0"
     assert set(entry["zero_shot_dice"]) == {"1", "3"} and "liver" in entry["zero_shot_dice"]["1"]
+    assert set(entry["random_first_click_dice"]) == {"1", "3"} and entry["mask_prompt"]["objects"] >= 1
     assert all(0 <= d <= 1 for per in entry["zero_shot_dice"].values() for d in per.values())
     teacher = load_teacher("CT", tmp_path / "standin_ct.pt")
     assert teacher.standin and "STAND-IN" in teacher.describe()
     assert not (tmp_path / "standin_pet.pt").exists()
+
+
+def _two_lesion_label() -> np.ndarray:
+    label = np.zeros((20, 20, 20), np.uint8)
+    label[2:8, 2:8, 2:8] = 1  # liver
+    label[12:15, 12:15, 12:15] = 13  # one lesion
+    label[12:14, 2:4, 16:18] = 13  # another, not touching it
+    return label
+
+
+def test_object_map_gives_each_lesion_component_its_own_id():
+    from mudo_app.train.teachers import LESION_OBJECT_BASE, object_map
+
+    m = object_map(_two_lesion_label())
+    assert m.dtype == np.int16
+    assert set(np.unique(m)) == {0, 1, LESION_OBJECT_BASE, LESION_OBJECT_BASE + 1}
+    # components are numbered in C (scan) order: the 2x2x2 lesion at y = 2 comes before the cube at y = 12
+    assert (m == LESION_OBJECT_BASE).sum() == 8 and (m == LESION_OBJECT_BASE + 1).sum() == 27
+
+
+def _case_with(label: np.ndarray):
+    from mudo_app.io.datastore import Case
+    from mudo_app.io.volume import Volume
+
+    aff = np.diag([8.0, 8.0, 8.0, 1.0])
+    ct = Volume(np.where(label > 0, 60, -100).astype(np.int16), aff)
+    pet = Volume(np.where(label == 13, 8.0, 1.0).astype(np.float32), aff)
+    return Case("c", ct, pet, Volume(label, aff))
+
+
+def test_training_objects_pick_lesions_by_their_share():
+    from mudo_app.train.teachers import LESION_OBJECT_BASE, TrainingObjects
+
+    objects = TrainingObjects(_case_with(_two_lesion_label()))
+    rng = np.random.default_rng(0)
+    assert {objects.pick(rng, 0.0) for _ in range(50)} == {1}
+    assert {objects.pick(rng, 1.0) for _ in range(50)} == {LESION_OBJECT_BASE, LESION_OBJECT_BASE + 1}
+    lesions_only = _two_lesion_label()
+    lesions_only[lesions_only == 1] = 0
+    assert objects.pick(rng, 0.0) == 1
+    assert TrainingObjects(_case_with(lesions_only)).pick(rng, 0.0) >= LESION_OBJECT_BASE  # no organ to pick
+
+
+def test_sample_crop_target_is_a_single_lesion_component():
+    from scipy import ndimage
+
+    case = _case_with(_two_lesion_label())
+    for seed in range(4):
+        _, target, cls = sample_crop(case, "PET", STANDIN_PET, np.random.default_rng(seed), lesion_share=1.0)
+        assert cls == 13 and target.any()
+        assert ndimage.label(target, structure=ndimage.generate_binary_structure(3, 2))[1] == 1
+
+
+def test_warmup_cosine_by_hand():
+    from mudo_app.train.teachers import warmup_cosine
+
+    f = warmup_cosine(10)  # warm-up round(0.5) -> at least 1 step, then cosine over 9 steps
+    assert f(0) == 1.0 and f(1) == 1.0 and f(10) == 0.0
+    assert f(5) == pytest.approx(0.5 * (1 + np.cos(np.pi * 4 / 9)))  # 0.58682
+    g = warmup_cosine(100, 0.1)
+    assert [g(s) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match="modality"):
+        TeacherPretrainSettings(modality="MR")
+    with pytest.raises(ValueError, match="lesion_share"):
+        TeacherPretrainSettings(modality="CT", lesion_share=1.5)
+    with pytest.raises(ValueError, match="loss_size"):
+        TeacherPretrainSettings(modality="CT", loss_size=48)
+
+
+def test_an_interrupted_pretraining_resumes_to_the_uninterrupted_weights(cases, tmp_path, monkeypatch):
+    from mudo_app.train import teachers
+
+    settings = TeacherPretrainSettings(
+        modality="CT", iterations=4, batch_size=1, clicks=2, checkpoint_every=2, loss_size=32, seed=1
+    )
+    whole = pretrain_teacher(cases, STANDIN_PET, settings, progress=False, state_path=tmp_path / "a.pt")
+    save = teachers._save_state
+
+    def save_then_stop(path, iteration, *rest):
+        save(path, iteration, *rest)
+        if iteration == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(teachers, "_save_state", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_teacher(cases, STANDIN_PET, settings, progress=False, state_path=tmp_path / "b.pt")
+    monkeypatch.setattr(teachers, "_save_state", save)
+    assert torch.load(tmp_path / "b.pt", weights_only=False)["iteration"] == 2
+    resumed = pretrain_teacher(cases, STANDIN_PET, settings, progress=False, state_path=tmp_path / "b.pt")
+    for k, v in whole.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=0)
+    assert teachers.training_seconds(tmp_path / "b.pt") > 0
+    other = TeacherPretrainSettings(modality="CT", iterations=5, batch_size=1, clicks=2, loss_size=32)
+    with pytest.raises(InputError, match="another teacher recipe"):
+        pretrain_teacher(cases, STANDIN_PET, other, progress=False, state_path=tmp_path / "b.pt")
+
+
+def test_degraded_prompt_lands_in_the_asked_dice_range():
+    from mudo_app.train.teachers import degraded_prompt
+
+    target = torch.zeros(128, 128, 128, dtype=torch.bool)
+    target[40:80, 40:80, 40:80] = True
+    prompt, d = degraded_prompt(target)
+    assert prompt.shape == (1, 1, 32, 32, 32) and 0.4 <= d <= 0.7
+    up = torch.nn.functional.interpolate(prompt, scale_factor=4, mode="nearest")[0, 0] > 0.5
+    assert d == pytest.approx(2 * float((up & target).sum()) / float(up.sum() + target.sum()))
+    # a 40-voxel cube shifted along the first axis by 4, 8, 12 voxels: Dice 0.9, 0.8, then 2 * 28 / 80 = 0.7
+    assert d == pytest.approx(0.7)
+    assert degraded_prompt(target, low=0.99, high=0.995) is None
+
+
+def test_random_first_click_evaluation_differs_and_checks_its_argument(cases):
+    torch.manual_seed(0)
+    model = build_sam3d("standin_small")
+    scores = evaluate_clicks(model, STANDIN_PET, cases[:1], "PET", (1,), progress=False, first="random", seed=0)
+    assert set(scores) == {1} and all(0.0 <= d <= 1.0 for d in scores[1].values())
+    with pytest.raises(ValueError, match="first must be one of"):
+        evaluate_clicks(model, STANDIN_PET, cases[:1], "PET", (1,), progress=False, first="centroid")
