@@ -139,6 +139,17 @@ def consistency_loss(
     return loss / used if used else loss
 
 
+@dataclass
+class ConsistencyParts:
+    """What one iteration's consistency term was made of, for this rank's samples (diagnostics)."""
+
+    p_ct: torch.Tensor  # (b, n_cls, Pi, Pj, Pk) the CT teacher's answers (zero when not in use)
+    p_pet: torch.Tensor  # (b, n_cls, Pi, Pj, Pk) the PET teacher's answers (zero when not in use)
+    valid: torch.Tensor  # (b, n_cls) bool: the PET prompt found the class (always true without it)
+    kept: torch.Tensor  # (b, n_cls) bool: the consensus filter kept the sample for the class
+    alphas: np.ndarray  # (n_cls, b) the fusion weights of these samples
+
+
 def muduo_consistency(
     student_prob: torch.Tensor,
     samples: list[UnlabelledPatch],
@@ -149,13 +160,14 @@ def muduo_consistency(
     k_points: int,
     alphas: np.ndarray,
     shard: Shard = Shard(),
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, float], ConsistencyParts]:
     """Consistency loss for this rank's samples: :func:`teacher_probabilities`, then
     :func:`kept_samples`, then :func:`consistency_loss`.
 
     ``student_prob``: (b, n_classes_total, Pi, Pj, Pk) softmax of the local samples, un-augmented;
     ``alphas``: (len(class_ids), B) fusion weights of the global batch (B = b * world).
-    Returns (loss to add before lambda, stats of the global batch: kept and valid fractions, mean IoU).
+    Returns (loss to add before lambda, stats of the global batch: kept and valid fractions, mean IoU,
+    and this rank's :class:`ConsistencyParts`).
     """
     p_ct, p_pet, valid = teacher_probabilities(student_prob, samples, class_ids, ct_bank, pet_bank, settings, k_points)
     kept, iou_all, valid_all = kept_samples(p_ct, p_pet, valid, settings, shard)
@@ -166,4 +178,5 @@ def muduo_consistency(
         "valid": float(valid_all.float().mean()) if valid_all.numel() else 0.0,
         "iou": float(iou_all[valid_all].mean()) if bool(valid_all.any()) else 0.0,
     }
-    return loss, stats
+    mine = shard.take(kept.shape[0])
+    return loss, stats, ConsistencyParts(p_ct, p_pet, valid, kept[mine], alphas[:, mine])

@@ -28,6 +28,7 @@ METHODS = ("supervised", "mean_teacher", "muduo", "fully_supervised")
 CLASS_SETS = {"all": tuple(range(1, NUM_CLASSES)), "organs": tuple(range(1, LESION)), "lesion": (LESION,)}
 OPTIMISERS = ("adamw", "sgd")
 AUGMENTATIONS = ("none", "flip_rot")
+DICE_REDUCTIONS = ("sample", "batch")
 
 
 ITERATIONS_PER_EPOCH = 50  # one "epoch" of MuDuo training, for clients that count in epochs (MONAI Label)
@@ -42,6 +43,7 @@ LIMITS = {
     "seed": 2**32 - 1,
     "threads": 1024,
     "labelled_limit": 1_000_000,
+    "truth_dice_every": 10_000_000,
 }
 PROMPT_NET_MAX_ITERATIONS = 200  # the PET prompt network's default training length, at most 3 per student iteration
 
@@ -57,6 +59,12 @@ class TrainConfig(ConsensusSettings):
     ``filter`` / ``keep_fraction`` / ``iou_threshold`` / ``teachers`` (inherited from
     :class:`mudo_app.distill.consensus.ConsensusSettings`, declared there only) and ``k_points``: the
     MuDuo ablations.
+    ``foreground_prob``: the share of labelled patches centred on a foreground voxel (a present class
+    drawn uniformly, as nnU-Net does); ``lesion_share``: of those, the share centred on a random lesion
+    (each lesion equally likely, :func:`mudo_app.transforms.patches.draw_start`), so that lesions, small
+    and rare, get their share of patches. ``dice``: the supervised Dice term per ``sample`` (MONAI's
+    default: a class absent from a patch and not predicted counts as perfect) or over the whole
+    ``batch`` (nnU-Net's batch Dice: one Dice per class over all labelled patches of the step).
     ``augment``: ``none`` (default) or ``flip_rot`` (the reference: random flips and axial 90-degree
     turns; they swap left and right, which this label map distinguishes: kidneys, lung lobes).
     ``optimiser``: ``adamw`` (default; converges within CPU budgets) or ``sgd`` (the reference:
@@ -76,6 +84,11 @@ class TrainConfig(ConsensusSettings):
     so the budget changes the time a run takes, never its results.
     ``preprocessed``: the folder of preprocessed cases (:mod:`mudo_app.train.data`; default
     ``<out>/preprocessed``); runs on one datastore may share one. It may change on resume.
+    ``truth_dice_every``: MuDuo's mechanism made visible on synthetic data (0, the default: off). Every
+    so many iterations ``log.jsonl`` gets ``truth_dice``: per class, the Dice against the unlabelled
+    patches' ground truth (``ground_truth/``, read for this only, never trained on) of the student, of
+    the CT and PET teachers' answers, and of the kept fused pseudo-labels beside the student on those
+    same kept samples, pooled over the iterations since the last report (rank 0's samples).
     """
 
     datastore: str = ""
@@ -88,6 +101,8 @@ class TrainConfig(ConsensusSettings):
     batch_unlabelled: int = 2
     patch: tuple[int, int, int] = (64, 64, 64)
     foreground_prob: float = 0.5
+    lesion_share: float = 0.0
+    dice: str = "sample"
     augment: str = "none"
     optimiser: str = "adamw"
     lr: float = 2e-3
@@ -108,6 +123,7 @@ class TrainConfig(ConsensusSettings):
     embedding_cache_mb: float = 2048.0
     embedding_storage: str = "fp16"
     preprocessed: str | None = None
+    truth_dice_every: int = 0
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> None:
@@ -121,6 +137,7 @@ class TrainConfig(ConsensusSettings):
             "device": DEVICES,
             "optimiser": OPTIMISERS,
             "embedding_storage": tuple(STORAGE_DTYPES),
+            "dice": DICE_REDUCTIONS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -131,7 +148,7 @@ class TrainConfig(ConsensusSettings):
         for name in ("iterations", "batch_labelled", "k_points", "checkpoint_every"):
             if getattr(self, name) < 1:
                 bad(name, f"must be at least 1, got {getattr(self, name)}")
-        for name in ("batch_unlabelled", "prompt_net_iterations", "seed"):
+        for name in ("batch_unlabelled", "prompt_net_iterations", "seed", "truth_dice_every"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 bad(name, f"must not be negative, got {value}")
@@ -146,6 +163,7 @@ class TrainConfig(ConsensusSettings):
         # written so that NaN fails every range (a comparison with NaN is False)
         ranges = {
             "foreground_prob": (0 <= self.foreground_prob <= 1, "in [0, 1]"),
+            "lesion_share": (0 <= self.lesion_share <= 1, "in [0, 1]"),
             "ema_decay": (0 <= self.ema_decay < 1, "in [0, 1)"),
             "lr": (0 < self.lr < math.inf, "positive and finite"),
             "momentum": (0 <= self.momentum < 1, "in [0, 1)"),

@@ -11,7 +11,12 @@ SUV volumes) into a folder (config field ``preprocessed``, default ``<out>/prepr
                               least one patch (edge values)
     <id>-<key>.label.npy      uint8 (X', Y', Z') label, padded with 0                       (labelled)
     <id>-<key>.voxels.npy     int32 (N, 3) voxel indices of each present class, classes ascending
+    <id>-<key>.lesions.npy    int32 positions of the lesion voxels in that list, grouped by lesion
+                              (:func:`~mudo_app.transforms.patches.lesion_components`; lesion-centred
+                              patches), each lesion's size in the .json              (with lesions)
     <id>-<key>.ct.npy / .pet.npy   float32 (X, Y, Z) raw HU / SUV on the case grid           (MuDuo, unlabelled)
+    <id>-<key>.truth.npy      uint8 (X', Y', Z') synthetic ground truth of an unlabelled case, padded, read
+                              only by the truth diagnostics (config ``truth_dice_every``), never trained on
 
 ``<key>`` hashes what the files depend on (the source files' sizes and times, the preprocessing,
 patch size, class set, role), so runs that differ share the folder without clashing and a changed
@@ -44,12 +49,12 @@ from mudo_app.errors import InputError
 from mudo_app.io.atomic import atomic_write
 from mudo_app.io.datastore import PetCtDatastore
 from mudo_app.io.volume import Volume, load_volume
-from mudo_app.labels import check_label_values
+from mudo_app.labels import LESION, check_label_values
 from mudo_app.train.config import TrainConfig
 from mudo_app.transforms.intensity import StudentInput
-from mudo_app.transforms.patches import class_voxels, draw_start, pad_to
+from mudo_app.transforms.patches import class_voxels, draw_start, lesion_components, pad_to
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: lesion components for lesion-centred patches
 
 
 def _read(path: Path, index: tuple[slice, ...]) -> np.ndarray:
@@ -80,6 +85,7 @@ class StoredCase:
     affine: np.ndarray  # the case grid (voxel [i, j, k] -> world mm)
     class_counts: tuple[tuple[int, int], ...]  # (class, voxels) of the present classes, ascending
     starts: np.ndarray | None  # (N, 3) fixed patch positions of an unlabelled case (embedding cache keys)
+    lesion_counts: tuple[int, ...] = ()  # voxels of each lesion (lesions.npy's grouping)
 
     def file(self, part: str) -> Path:
         return _part(self.stem, part)
@@ -94,9 +100,25 @@ class StoredCase:
             offset += n
         raise KeyError(cls)
 
-    def draw(self, size: Sequence[int], rng: np.random.Generator, foreground_prob: float) -> np.ndarray:
-        """A random patch start (:func:`draw_start`, foreground over-sampled)."""
-        return draw_start(self.shape, size, rng, foreground_prob, self.class_counts, self.voxel)
+    def lesion_voxel(self, p: int) -> np.ndarray:
+        """The ``p``-th lesion voxel (3,) in the grouping by lesion (``lesions.npy``)."""
+        return self.voxel(LESION, int(_read(self.file("lesions"), (slice(p, p + 1),))[0]))
+
+    def draw(
+        self, size: Sequence[int], rng: np.random.Generator, foreground_prob: float, lesion_share: float = 0.0
+    ) -> np.ndarray:
+        """A random patch start (:func:`draw_start`: foreground over-sampled, lesion-centred by ``lesion_share``)."""
+        return draw_start(
+            self.shape,
+            size,
+            rng,
+            foreground_prob,
+            self.class_counts,
+            self.voxel,
+            lesion_share=lesion_share,
+            lesion_counts=self.lesion_counts,
+            lesion_voxel=self.lesion_voxel,
+        )
 
     def image_patch(self, start: Sequence[int] | np.ndarray, size: Sequence[int]) -> np.ndarray:
         """(2, Pi, Pj, Pk) float32 student input."""
@@ -107,10 +129,10 @@ class StoredCase:
         return _read(self.file("label"), _window(start, size)).astype(np.int64)
 
     def random_patch(
-        self, size: Sequence[int], rng: np.random.Generator, foreground_prob: float
+        self, size: Sequence[int], rng: np.random.Generator, foreground_prob: float, lesion_share: float = 0.0
     ) -> tuple[np.ndarray, np.ndarray]:
         """(image, label) of a random patch: the draws of :func:`mudo_app.transforms.patches.random_patch`."""
-        start = self.draw(size, rng, foreground_prob)
+        start = self.draw(size, rng, foreground_prob, lesion_share)
         return self.image_patch(start, size), self.label_patch(start, size)
 
     # ---- unlabelled cases ---------------------------------------------------------------------
@@ -118,6 +140,11 @@ class StoredCase:
         """(2, Pi, Pj, Pk) student input at fixed position ``position``."""
         assert self.starts is not None, f"{self.case_id} is a labelled case: it has no fixed positions"
         return self.image_patch(self.starts[position], size)
+
+    def truth_patch(self, position: int, size: Sequence[int]) -> np.ndarray:
+        """(Pi, Pj, Pk) int64 synthetic ground truth at fixed position ``position`` (diagnostics only)."""
+        assert self.starts is not None
+        return _read(self.file("truth"), _window(self.starts[position], size)).astype(np.int64)
 
     def centre_world(self, position: int, size: Sequence[int]) -> np.ndarray:
         assert self.starts is not None
@@ -171,6 +198,14 @@ class _Preprocessor:
             if not sources["label"].is_file():
                 raise InputError(f"fully_supervised needs ground truth for every case; {sources['label']} is missing")
         raw = role == "unlabelled" and self.raw
+        with_truth = role == "unlabelled" and c.truth_dice_every > 0
+        if with_truth:
+            sources["truth"] = store.ground_truth_path(cid)
+            if not sources["truth"].is_file():
+                raise InputError(
+                    f"config field 'truth_dice_every' needs the ground truth of every unlabelled case "
+                    f"(synthetic data); {sources['truth']} is missing"
+                )
         key = {
             "version": FORMAT_VERSION,
             "role": role,
@@ -186,7 +221,7 @@ class _Preprocessor:
         if meta_path.is_file():
             meta = json.loads(meta_path.read_text())
         else:
-            meta = self._write(cid, role, raw, stem, key)
+            meta = self._write(cid, role, raw, with_truth, stem, key)
             with atomic_write(meta_path) as tmp:
                 tmp.write_text(json.dumps(meta, indent=1))
         starts = None if role != "unlabelled" else np.asarray(meta["starts"], np.int64).reshape(-1, 3)
@@ -197,9 +232,12 @@ class _Preprocessor:
             np.asarray(meta["affine"], np.float64),
             tuple((int(a), int(b)) for a, b in meta["class_counts"]),
             starts,
+            tuple(int(n) for n in meta.get("lesion_counts", [])),
         )
 
-    def _write(self, cid: str, role: str, raw: bool, stem: Path, key: dict[str, Any]) -> dict[str, Any]:
+    def _write(
+        self, cid: str, role: str, raw: bool, with_truth: bool, stem: Path, key: dict[str, Any]
+    ) -> dict[str, Any]:
         c = self.config
         case = self.store.load_case(cid)
         image = self.prep(case.ct.array, case.pet.array)
@@ -220,10 +258,18 @@ class _Preprocessor:
             table = np.concatenate([v for v in voxels.values()]) if voxels else np.zeros((0, 3))
             _save(_part(stem, "voxels"), table.astype(np.int32))
             meta["class_counts"] = [[k, len(v)] for k, v in voxels.items()]
+            if LESION in voxels:
+                order, counts = lesion_components(label, voxels[LESION])
+                _save(_part(stem, "lesions"), order)
+                meta["lesion_counts"] = list(counts)
         image, label = pad_to(image, label, c.patch)
         _save(_part(stem, "image"), image)
         if role != "unlabelled":
             _save(_part(stem, "label"), label)
+        if with_truth:
+            known = load_volume(self.store.ground_truth_path(cid), f"{cid} ground truth").array
+            check_label_values(known, f"{cid} ground truth")
+            _save(_part(stem, "truth"), pad_to(image, _keep_classes(known, c.class_ids), c.patch)[1])
         if raw:
             _save(_part(stem, "ct"), case.ct.array.astype(np.float32, copy=False))
             _save(_part(stem, "pet"), case.pet.array.astype(np.float32, copy=False))
@@ -249,7 +295,8 @@ def load_training_set(
     ``unlabelled`` (what the method needs of the unlabelled cases): ``"patches"`` (an unlabelled set;
     with ``raw_volumes`` the teachers' raw HU / SUV too), ``"truth"`` (they join the labelled set
     with their ``ground_truth/``: synthetic data only, the fully supervised upper bound) or ``None``.
-    The semi-supervised methods never read ``ground_truth/``.
+    The semi-supervised methods never train on ``ground_truth/``; with ``truth_dice_every`` the
+    unlabelled cases' truth is preprocessed for the diagnostics alone.
     """
     if not config.datastore:
         raise InputError("config field 'datastore' is empty: give the datastore folder to train from")

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from mudo_app.distill.diagnostics import TruthDice
 from mudo_app.distill.embedding_cache import EmbeddingCache
 from mudo_app.distill.step import UnlabelledPatch, muduo_consistency
 from mudo_app.distill.teacher_bank import TeacherBank
@@ -86,8 +87,8 @@ class Method:
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
         """Restore :meth:`state_dict`."""
 
-    def log(self) -> dict[str, int]:
-        """Counters for ``log.jsonl`` (teacher calls, cache)."""
+    def log(self) -> dict[str, Any]:
+        """What the method adds to ``log.jsonl`` (teacher calls, cache, truth diagnostics)."""
         return {}
 
     def provenance(self) -> dict[str, Any]:
@@ -162,6 +163,8 @@ class MuDuo(Method):
         )
         self.regions = EmbeddingCache(REGION_CACHE_BYTES, storage=None, what="prompt region cache")
         self.banks: dict[str, TeacherBank | None] = {"ct": None, "pet": None}
+        self.truth = TruthDice(c.class_ids) if c.truth_dice_every else None
+        self._truth_report: dict | None = None
         self.prompt_net: torch.nn.Module | None = None
         if c.teachers in ("both", "ct"):
             self.banks["ct"] = TeacherBank(load_teacher("CT", c.ct_teacher, device), c.patch, self.cache)
@@ -207,18 +210,26 @@ class MuDuo(Method):
             )
             for ci, pos, _, seed in draws
         ]
-        return muduo_consistency(
+        loss, stats, parts = muduo_consistency(
             prob, samples, c.class_ids, self.banks["ct"], self.banks["pet"], c.consensus(), c.k_points,
             alphas, trainer.shard,
         )  # fmt: skip
+        if self.truth is not None:  # diagnostics only: the truth never reaches the loss
+            truth = [torch.from_numpy(data.unlabelled[ci].truth_patch(pos, c.patch)) for ci, pos, _, _ in draws]
+            self.truth.add(prob.detach(), torch.stack(truth), parts, c.consensus())
+            if (trainer.iteration + 1) % c.truth_dice_every == 0:
+                self._truth_report = self.truth.report()
+        return loss, stats
 
-    def log(self) -> dict[str, int]:
-        out = {}
+    def log(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
         for name, bank in self.banks.items():
             if bank is not None:
                 out[f"{name}_encoder_calls"] = bank.encoder_calls
                 out[f"{name}_decoder_calls"] = bank.decoder_calls
         out.update({f"cache_{k}": v for k, v in self.cache.stats().items()})
+        if self._truth_report is not None:
+            out["truth_dice"], self._truth_report = self._truth_report, None
         return out
 
     def provenance(self) -> dict[str, Any]:

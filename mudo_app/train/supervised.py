@@ -28,6 +28,8 @@ class SupervisedSettings:
     lr: float = 2e-3
     seed: int = 0
     foreground_prob: float = 0.5
+    lesion_share: float = 0.0  # of the foreground patches, the share centred on a lesion (TrainConfig)
+    batch_dice: bool = False  # Dice over the batch (TrainConfig ``dice="batch"``) instead of per patch
 
 
 def train_supervised(
@@ -57,14 +59,14 @@ def fit_supervised(
     rng = np.random.default_rng(settings.seed)
     opt = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=settings.iterations, power=0.9)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=0.5, lambda_ce=0.5)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=0.5, lambda_ce=0.5, batch=settings.batch_dice)
     net.train()
     bar = tqdm(range(settings.iterations), desc=desc, unit="it", disable=not progress)
     for _ in bar:
         batch = []
         for _ in range(settings.batch_size):  # pick, then cut: the random stream of the measured runs
             i = int(rng.integers(len(data)))
-            image, label = data[i].random_patch(settings.patch, rng, settings.foreground_prob)
+            image, label = data[i].random_patch(settings.patch, rng, settings.foreground_prob, settings.lesion_share)
             batch.append((image[channels], label.astype(np.int64)))
         xs, ys = zip(*batch)
         x = torch.from_numpy(np.stack(xs)).to(device)

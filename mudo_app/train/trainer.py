@@ -100,7 +100,9 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimiser, lambda it: max(0.0, 1 - it / c.iterations) ** 0.9
         )
-        self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=0.5, lambda_ce=0.5)
+        self.loss_fn = DiceCELoss(
+            to_onehot_y=True, softmax=True, lambda_dice=0.5, lambda_ce=0.5, batch=c.dice == "batch"
+        )
         self.rng = np.random.default_rng(c.seed)
         self.model = self.net
         if dist.is_initialized():  # under torchrun (also with one process: the nccl/gloo path is the same)
@@ -140,7 +142,7 @@ class Trainer:
         lab = []
         for _ in range(c.batch_labelled):
             ci = int(self.rng.integers(len(data.labelled)))
-            start = data.labelled[ci].draw(c.patch, self.rng, c.foreground_prob)
+            start = data.labelled[ci].draw(c.patch, self.rng, c.foreground_prob, c.lesion_share)
             lab.append((ci, start, self._augmentation()))
         unl = []
         if self.method.unlabelled == "patches":

@@ -82,6 +82,6 @@ def test_the_pieces_compose_with_stub_teachers():
         UnlabelledPatch(s, np.eye(4), lambda: None, lambda: None, np.zeros(3), region, (0, 0, s)) for s in (0, 1)
     ]
     settings = ConsensusSettings(filter="none")
-    loss, stats = muduo_consistency(STUDENT, samples, CLASSES, _StubBank(), _StubBank(), settings, 1, ALPHAS)
+    loss, stats, parts = muduo_consistency(STUDENT, samples, CLASSES, _StubBank(), _StubBank(), settings, 1, ALPHAS)
     assert float(loss) == pytest.approx(((0.5 + 0) / 2 + (0 + 1) / 2) / 2, abs=1e-4)
     assert stats == pytest.approx({"kept": 1.0, "valid": 1.0, "iou": 1.0})

@@ -55,6 +55,24 @@ def test_stored_cases_cut_the_patches_an_in_memory_case_cuts(datastore, tmp_path
         assert stored.shape == pad_to(memory.image, memory.label, PATCH)[1].shape
 
 
+def test_lesion_centred_draws_are_the_same_on_disk_and_in_memory(datastore, tmp_path):
+    data = _load(_config(datastore, tmp_path))
+    store = PetCtDatastore(datastore)
+    with_lesions = [c for c in data.labelled if c.lesion_counts]
+    assert with_lesions, "the fixture's labelled cases should have lesions"
+    for stored in with_lesions:
+        case = store.load_case(stored.case_id)
+        memory = ArrayCase(StudentInput()(case.ct.array, case.pet.array), case.require_label().array.astype(np.int64))
+        assert stored.lesion_counts == memory.lesions[1] and sum(stored.lesion_counts) == (memory.label == 13).sum()
+        a, b = np.random.default_rng(3), np.random.default_rng(3)
+        for _ in range(20):
+            x1, y1 = memory.random_patch(PATCH, a, 1.0, lesion_share=1.0)
+            x2, y2 = stored.random_patch(PATCH, b, 1.0, lesion_share=1.0)
+            np.testing.assert_array_equal(x1, x2)
+            np.testing.assert_array_equal(y1, y2)
+            assert (y1 == 13).any()  # centred on a lesion voxel
+
+
 def test_files_by_role_and_raw_volumes_only_for_the_teachers(datastore, tmp_path):
     data = _load(_config(datastore, tmp_path, method="muduo"))
     assert [c.case_id for c in data.labelled] == PetCtDatastore(datastore).labelled_ids()

@@ -82,6 +82,31 @@ def test_muduo_run_writes_a_loadable_student_and_caches_embeddings(datastore, tm
     assert (out / "prompt_net.pt").is_file() and (out / "config.json").is_file()
 
 
+def test_truth_diagnostics_are_logged_and_change_nothing_of_the_training(datastore, tmp_path):
+    plain = Trainer(_config(datastore, tmp_path / "plain"), progress=False)
+    plain.run()
+    Trainer(_config(datastore, tmp_path / "seen", truth_dice_every=2), progress=False).run()
+    a, b = _log(tmp_path / "plain"), _log(tmp_path / "seen")
+    np.testing.assert_array_equal([r["loss"] for r in a], [r["loss"] for r in b])  # the truth never reaches it
+    reports = [(r["iteration"], r["truth_dice"]) for r in b if "truth_dice" in r]
+    assert [i for i, _ in reports] == [2, 4]
+    for _, rep in reports:
+        assert rep["samples"] == 4  # 2 unlabelled patches x 2 iterations
+        assert set(rep) == {"samples", "student", "student_kept", "ct_teacher", "pet_teacher", "pseudo_label"}
+        assert rep["student"] and all(0 <= d <= 1 for d in rep["student"].values())
+    assert not any("truth_dice" in r for r in a)
+
+
+def test_truth_diagnostics_need_the_ground_truth(datastore, tmp_path):
+    import shutil
+
+    copy = tmp_path / "store"
+    shutil.copytree(datastore, copy)
+    (copy / "ground_truth" / "syn004.nii.gz").unlink()  # an unlabelled case (syn000 and syn001 are labelled)
+    with pytest.raises(InputError, match="needs the ground truth of every unlabelled case.*syn004"):
+        Trainer(_config(copy, tmp_path / "run", truth_dice_every=2), progress=False).run()
+
+
 @pytest.mark.parametrize("method", ["supervised", "mean_teacher", "fully_supervised"])
 def test_baselines_run_in_the_same_harness(datastore, tmp_path, method):
     path = Trainer(_config(datastore, tmp_path / method, method=method, iterations=2), progress=False).run()
