@@ -48,3 +48,33 @@ def test_a_tiny_benchmark_writes_the_documented_schema(tmp_path):
     assert (tmp_path / "benchmark_dice.png").stat().st_size > 0
     assert saved["teacher_cost"]["vit_b_ori"]["gflops_per_pass"]["encoder"] > 50
     assert result["methods"]["supervised"]["dice_mean"] == row["dice_mean"]
+
+
+def test_standard_preset_has_the_six_rows_and_truth_diagnostics_for_the_teacher_rows(tmp_path):
+    preset = PRESETS["standard"]
+    assert preset.methods == (
+        "supervised", "mean_teacher", "ct_teacher_only", "pet_teacher_only", "muduo", "fully_supervised"
+    )  # fmt: skip
+    assert preset.labelled == 5 and preset.unlabelled >= 15 and preset.test_cases >= 6 and len(preset.seeds) == 3
+    every = {m: run_config(preset, m, 0, tmp_path / "d", tmp_path / "r", 2).truth_dice_every for m in preset.methods}
+    assert {m for m, e in every.items() if e} == {"ct_teacher_only", "pet_teacher_only", "muduo"}
+
+
+def test_a_tiny_muduo_benchmark_reports_the_mechanism(tmp_path):
+    preset = Preset(
+        "tiny", ("muduo",), (0,), iterations=2, unlabelled=1, test_cases=1, labelled=1, prompt_net_iterations=1,
+        truth_dice_every=1,
+    )  # fmt: skip
+    run_benchmark(preset, tmp_path, threads=1, progress=False)
+    saved = json.loads((tmp_path / "benchmark.json").read_text())
+    series = saved["methods"]["muduo"]["per_seed"][0]["truth_dice"]
+    assert [r["iteration"] for r in series] == [1, 2] and "pseudo_label" in series[0]
+    md = (tmp_path / "benchmark.md").read_text()
+    assert "Does the pseudo-label beat the student?" in md and "| muduo |" in md
+    assert (tmp_path / "truth_dice.png").stat().st_size > 0
+    assert set(saved["methods"]["muduo"]["per_seed"][0]["lesion_autopet"]) == {"dice", "fp_volume_ml", "fn_volume_ml"}
+
+
+def test_quick_and_another_preset_exit_2(capsys, tmp_path):
+    assert main(["benchmark", "--quick", "--preset", "standard", "--out", str(tmp_path)]) == 2
+    assert "contradict" in capsys.readouterr().err

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +44,13 @@ METHODS: dict[str, dict] = {
 
 @dataclass(frozen=True)
 class Preset:
+    """One benchmark: its rows, seeds, budget and data sizes.
+
+    ``recipe``: config fields every row shares (the student's patch sampling and loss);
+    ``truth_dice_every``: the rows with teachers log their truth diagnostics this often
+    (:class:`mudo_app.distill.diagnostics.TruthDice`; 0: not at all).
+    """
+
     name: str
     methods: tuple[str, ...]
     seeds: tuple[int, ...]
@@ -51,7 +59,14 @@ class Preset:
     test_cases: int
     labelled: int = 5
     prompt_net_iterations: int = 150
+    recipe: dict[str, Any] = field(default_factory=dict)
+    truth_dice_every: int = 0
 
+
+# the standard preset's student recipe and budget, chosen on validation data (seed 3000), never on the
+# test cases: sample-datasets/benchmarks/lesion_sampling.json and budget.json (README "Benchmarks")
+STANDARD_RECIPE: dict[str, Any] = {}
+STANDARD_ITERATIONS = 600
 
 PRESETS = {
     # <= 10 minutes on 2 CPU cores: two rows, one seed
@@ -61,7 +76,22 @@ PRESETS = {
         "full", tuple(METHODS), (0, 1, 2), iterations=400, unlabelled=8, test_cases=4, prompt_net_iterations=200
     ),
 }
+PRESETS["standard"] = Preset(
+    "standard",
+    ("supervised", "mean_teacher", "ct_teacher_only", "pet_teacher_only", "muduo", "fully_supervised"),
+    (0, 1, 2),
+    iterations=STANDARD_ITERATIONS,
+    unlabelled=15,
+    test_cases=6,
+    prompt_net_iterations=200,
+    recipe=STANDARD_RECIPE,
+    truth_dice_every=50,
+)
 TEST_SEED_OFFSET = 1000  # test cases come from another generator seed than the training pool
+
+
+def _has_teachers(method: str) -> bool:
+    return METHODS[method].get("method", "muduo") == "muduo"
 
 
 def run_config(preset: Preset, method: str, seed: int, data: Path, run: Path, threads: int) -> TrainConfig:
@@ -76,7 +106,9 @@ def run_config(preset: Preset, method: str, seed: int, data: Path, run: Path, th
             "iterations": preset.iterations,
             "checkpoint_every": preset.iterations,
             "prompt_net_iterations": preset.prompt_net_iterations,
+            **preset.recipe,
             **METHODS[method],
+            **({"truth_dice_every": preset.truth_dice_every} if _has_teachers(method) else {}),
         }
     )
 
@@ -124,6 +156,7 @@ def run_benchmark(preset: Preset, out: Path, threads: int = 2, progress: bool = 
             model, prep, meta = load_student(run / "student.pt")
             score = score_student(model, prep, meta, test)
             calls = _teacher_calls(run)
+            truth = _truth_dice(run)
             per_seed.append(
                 {
                     "seed": seed,
@@ -131,6 +164,7 @@ def run_benchmark(preset: Preset, out: Path, threads: int = 2, progress: bool = 
                     "train_seconds": seconds,
                     "seconds_per_iteration": None if seconds is None else round(seconds / preset.iterations, 3),
                     **calls,
+                    **({"truth_dice": truth} if truth else {}),
                 }
             )
         dice = [r["dice"] for r in per_seed]
@@ -222,6 +256,36 @@ def _teacher_calls(run: Path) -> dict:
     return {k: last[k] for k in last if k.endswith("_calls")}
 
 
+def _truth_dice(run: Path) -> list[dict]:
+    """The run's truth diagnostics from ``log.jsonl``: ``[{"iteration": i, **report}, ...]``."""
+    path = run / "log.jsonl"
+    if not path.is_file():
+        return []
+    rows = (json.loads(line) for line in path.read_text().splitlines())
+    return [{"iteration": r["iteration"], **r["truth_dice"]} for r in rows if "truth_dice" in r]
+
+
+def _finite_mean(values) -> float:
+    kept = [v for v in values if np.isfinite(v)]
+    return float(np.mean(kept)) if kept else float("nan")
+
+
+def _class_mean(per_class: dict[str, float]) -> float:
+    return _finite_mean(per_class.values())
+
+
+def mechanism_rows(result: dict) -> list[tuple[str, dict[str, float]]]:
+    """Per row with truth diagnostics: each source's Dice (mean over classes, then over seeds) in the
+    last report, the end of training. Sources: :data:`mudo_app.distill.diagnostics.SOURCES`."""
+    out = []
+    for name, m in result["methods"].items():
+        last = [r["truth_dice"][-1] for r in m["per_seed"] if r.get("truth_dice")]
+        if last:
+            sources = [k for k in last[0] if k not in ("iteration", "samples")]
+            out.append((name, {k: _finite_mean([_class_mean(r[k]) for r in last]) for k in sources}))
+    return out
+
+
 def markdown(result: dict) -> str:
     p = result["preset"]
     lines = [
@@ -237,18 +301,38 @@ def markdown(result: dict) -> str:
             else f" so far (PARTIAL: {len(result['methods'])} of {len(p['methods'])} rows)."
         ),
         "",
-        "| method | Dice % (mean ± std over seeds) | HD95 mm (found only) | missed structures | s / iteration |",
-        "|---|---|---|---|---|",
+        "| method | Dice % (mean ± std over seeds) | lesion Dice % | lesion FN ml | lesion FP ml "
+        "| HD95 mm (found only) | missed structures | s / iteration |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, m in result["methods"].items():
         missed = np.mean([r["missed"] for r in m["per_seed"]])
         spi = [r["seconds_per_iteration"] for r in m["per_seed"] if r["seconds_per_iteration"] is not None]
         spi_text = f"{np.mean(spi):.2f}" if spi else "n/a"
+        lesion = [r["lesion_autopet"] for r in m["per_seed"] if "lesion_autopet" in r]
+        les = {k: _finite_mean([x[k] for x in lesion]) for k in ("dice", "fn_volume_ml", "fp_volume_ml")}
         lines.append(
-            f"| {name} | {100 * m['dice_mean']:.1f} ± {100 * m['dice_std']:.1f} | {m['hd95_mean']:.1f} | "
-            f"{missed:.1f} | {spi_text} |"
+            f"| {name} | {100 * m['dice_mean']:.1f} ± {100 * m['dice_std']:.1f} | {100 * les['dice']:.1f} | "
+            f"{les['fn_volume_ml']:.1f} | {les['fp_volume_ml']:.1f} | {m['hd95_mean']:.1f} | {missed:.1f} "
+            f"| {spi_text} |"
         )
-    lines += ["", result["metrics"] + "."]
+    lines += ["", result["metrics"] + "; lesion columns: the autoPET metrics (mean over test cases with lesions)."]
+    mech = mechanism_rows(result)
+    if mech:
+        sources = list(mech[0][1])
+        lines += [
+            "",
+            "## Does the pseudo-label beat the student? (truth diagnostics, end of training)",
+            "",
+            "Dice % against the unlabelled patches' synthetic ground truth (never trained on), mean over "
+            "classes and seeds, pooled over the last report's iterations; `student_kept` is the student on "
+            "the samples whose pseudo-label was kept. MuDuo can only help where `pseudo_label` beats it.",
+            "",
+            "| method | " + " | ".join(sources) + " |",
+            "|---|" + "---|" * len(sources),
+        ]
+        lines += [f"| {n} | " + " | ".join(f"{100 * v[k]:.1f}" for k in sources) + " |" for n, v in mech]
+        lines += ["", "Per class and over iterations: `benchmark.json` (`truth_dice`) and `truth_dice.png`."]
     return "\n".join(lines) + "\n"
 
 
@@ -271,6 +355,30 @@ def write_outputs(result: dict, out: Path) -> None:
     ax.set_title(f"MuDuo benchmark, {result['preset']['name']} preset (synthetic PET/CT)")
     fig.tight_layout()
     with atomic_write(out / "benchmark_dice.png") as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    _plot_truth_dice(result, out, plt)
+
+
+def _plot_truth_dice(result: dict, out: Path, plt) -> None:
+    """One panel per row with truth diagnostics (seed 0, or its first seed): each source's Dice (mean
+    over classes) over the iterations."""
+    rows = [(n, next(r for r in m["per_seed"] if r.get("truth_dice"))) for n, m in result["methods"].items()
+            if any(r.get("truth_dice") for r in m["per_seed"])]  # fmt: skip
+    if not rows:
+        return
+    fig, axes = plt.subplots(1, len(rows), figsize=(4 * len(rows), 3.5), squeeze=False, sharey=True)
+    for ax, (name, run) in zip(axes[0], rows):
+        series = run["truth_dice"]
+        its = [r["iteration"] for r in series]
+        for source in [k for k in series[0] if k not in ("iteration", "samples")]:
+            ax.plot(its, [100 * _class_mean(r[source]) for r in series], label=source)
+        ax.set_title(f"{name}, seed {run['seed']}", fontsize=9)
+        ax.set_xlabel("iteration")
+    axes[0][0].set_ylabel("Dice vs synthetic truth (%)")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_write(out / "truth_dice.png") as tmp:
         fig.savefig(tmp, dpi=100)
     plt.close(fig)
 

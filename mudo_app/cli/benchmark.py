@@ -16,6 +16,13 @@ def register(sub) -> None:
         "score on held-out cases; writes benchmark.json, benchmark.md and a plot.",
     )
     p.add_argument("--quick", action="store_true", help="two rows, one seed: at most 10 minutes on 2 CPU cores")
+    p.add_argument(
+        "--preset",
+        choices=("quick", "full", "standard"),
+        default=None,
+        help="quick (= --quick), full (every ablation row, the old budget) or standard (the six rows that "
+        "tell methods apart, lesion columns and truth diagnostics; README 'Benchmarks'); default full",
+    )
     p.add_argument("--out", type=Path, default=Path("benchmark"), help="output folder (runs are reused on re-run)")
     p.add_argument("--methods", nargs="+", default=(), help="only these rows (names as in benchmark.json)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -28,7 +35,9 @@ def run(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise InputError(f"--threads must be at least 1, got {args.threads}")
     try:
-        preset = preset_by_name("quick" if args.quick else "full", args.methods)
+        if args.quick and args.preset not in (None, "quick"):
+            raise ValueError(f"--quick and --preset {args.preset} contradict each other")
+        preset = preset_by_name(args.preset or ("quick" if args.quick else "full"), args.methods)
     except ValueError as exc:
         raise InputError(str(exc)) from exc
     result = run_benchmark(preset, args.out, threads=args.threads)
