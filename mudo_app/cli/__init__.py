@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from mudo_app import __version__
-from mudo_app.cli import benchmark, data, evaluate, predict, teachers, train
+from mudo_app.cli import benchmark, data, evaluate, export, predict, teachers, train
 from mudo_app.errors import InputError
 from mudo_app.runtime.imports import block_imports
 
-COMMAND_MODULES = (data, teachers, train, predict, evaluate, benchmark)
+COMMAND_MODULES = (data, teachers, train, predict, evaluate, export, benchmark)
 
 
 class _Parser(argparse.ArgumentParser):

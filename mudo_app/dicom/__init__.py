@@ -1,0 +1,1 @@
+"""DICOM in and out: reference CT series, RTSTRUCT and DICOM-SEG export."""

@@ -1,0 +1,97 @@
+"""Synthetic CT DICOM series for the DICOM tests, written with pydicom (headers and small int16 pixels)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from mudo_app.io.volume import Volume
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+
+
+def write_ct_series(
+    folder: Path,
+    rows: int,
+    columns: int,
+    positions: list[list[float]],
+    orientation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+    pixel_spacing=(1.0, 1.0),
+    study_uid: str | None = None,
+    frame_uid: str | None = None,
+    patient_id: str = "SYN-1",
+) -> list[Path]:
+    """One CT series, a file per slice (positions LPS mm, in any order), with fresh UIDs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    study_uid, series_uid = study_uid or generate_uid(), generate_uid()
+    frame_uid = frame_uid or generate_uid()
+    paths = []
+    for n, pos in enumerate(positions):
+        ds = Dataset()
+        ds.SOPClassUID, ds.SOPInstanceUID = CT_IMAGE_STORAGE, generate_uid()
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
+        ds.Modality, ds.PatientName, ds.PatientID = "CT", "Synthetic^Phantom", patient_id
+        ds.PatientBirthDate, ds.PatientSex, ds.StudyDate, ds.StudyTime = "", "O", "20260101", "120000"
+        ds.ReferringPhysicianName, ds.StudyID, ds.AccessionNumber = "", "1", ""
+        ds.SeriesNumber, ds.InstanceNumber = 1, n + 1
+        ds.ImageOrientationPatient = list(orientation)
+        ds.ImagePositionPatient = list(pos)
+        ds.PixelSpacing = list(pixel_spacing)
+        ds.SliceThickness = 2.0
+        ds.Rows, ds.Columns = rows, columns
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleIntercept, ds.RescaleSlope = 0, 1
+        ds.PixelData = np.zeros((rows, columns), np.int16).tobytes()
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta = meta
+        ds.is_little_endian, ds.is_implicit_VR = True, False
+        path = folder / f"img{n:03d}"  # any names
+        ds.save_as(path, write_like_original=False)
+        paths.append(path)
+    return paths
+
+
+def label_on_first_slice_grid(series, spacing_k: float | None = None) -> np.ndarray:
+    """The RAS affine of a regular grid whose voxels [c, r, k] are the series' pixels (i = column,
+    j = row, k = slice at the first step): the CT grid when its steps are even."""
+    x, y, n = series.row_direction, series.column_direction, series.normal
+    dr, dc = series.pixel_spacing
+    step = spacing_k or float((series.slices[1].position - series.slices[0].position) @ n)
+    lps = np.eye(4)
+    lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = x * dc, y * dr, n * step, series.slices[0].position
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+
+
+def rasterise(ds: pydicom.Dataset, series) -> dict[str, np.ndarray]:
+    """An independent reader: each ROI's contours filled on the CT slices (even-odd over a slice's
+    contours), pixel centres tested with matplotlib's point-in-polygon."""
+    from matplotlib.path import Path as MplPath
+
+    by_uid = {s.sop_instance_uid: k for k, s in enumerate(series.slices)}
+    names = {r.ROINumber: r.ROIName for r in ds.StructureSetROISequence}
+    rr, cc = np.meshgrid(np.arange(series.rows), np.arange(series.columns), indexing="ij")
+    centres = np.stack([cc.ravel(), rr.ravel()], 1).astype(float)
+    out = {}
+    for roi in ds.ROIContourSequence:
+        filled = np.zeros((len(series.slices), series.rows, series.columns), bool)
+        for contour in roi.ContourSequence:
+            k = by_uid[contour.ContourImageSequence[0].ReferencedSOPInstanceUID]
+            pts = np.asarray([float(v) for v in contour.ContourData]).reshape(-1, 3) - series.slices[k].position
+            assert np.allclose(pts @ series.normal, 0, atol=1e-3), "contour off its slice's plane"
+            dr, dc = series.pixel_spacing
+            col, row = pts @ series.row_direction / dc, pts @ series.column_direction / dr
+            inside = MplPath(np.stack([col, row], 1)).contains_points(centres).reshape(series.rows, series.columns)
+            filled[k] ^= inside
+        out[names[roi.ReferencedROINumber]] = filled
+    return out
+
+
+def volume(array: np.ndarray, affine: np.ndarray) -> Volume:
+    return Volume(array, affine)
