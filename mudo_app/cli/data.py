@@ -35,10 +35,12 @@ def register(sub) -> None:
 
     p = sub.add_parser(
         "import",
-        help="import autoPET / AutoPET-Organ / nnU-Net folders into a datastore",
-        description="Import PET/CT cases into a MuDuo datastore; bad cases are skipped with a reason.",
+        help="import autoPET / AutoPET-Organ / nnU-Net folders or DICOM PET/CT studies into a datastore",
+        description="Import PET/CT cases into a MuDuo datastore; bad cases are skipped with a reason. "
+        "--from dicom: a tree of DICOM files (any names); each study's PET becomes SUVbw (QIBA) and its CT is "
+        "resampled onto the PET grid.",
     )
-    p.add_argument("--from", dest="source", required=True, choices=("autopet", "autopet-organ", "nnunet"))
+    p.add_argument("--from", dest="source", required=True, choices=("autopet", "autopet-organ", "nnunet", "dicom"))
     p.add_argument("src", type=Path, help="source folder")
     p.add_argument("--to", dest="dest", required=True, type=Path, help="datastore folder (created if missing)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -67,9 +69,14 @@ def run_sample_data(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from mudo_app.io.importers import import_tree
+    if args.source == "dicom":
+        from mudo_app.dicom.importer import import_dicom
 
-    report = import_tree(args.source, args.src, args.dest, progress=not args.quiet)
+        report = import_dicom(args.src, args.dest, progress=not args.quiet)
+    else:
+        from mudo_app.io.importers import import_tree
+
+        report = import_tree(args.source, args.src, args.dest, progress=not args.quiet)
     print(report.summary())
     if report.skipped:
         print(f"muduo import: {len(report.skipped)} case(s) skipped, see above", file=sys.stderr)

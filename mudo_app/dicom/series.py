@@ -81,6 +81,69 @@ def _uid(ds: Any, name: str, path: Path) -> str:
     return value
 
 
+@dataclass(frozen=True)
+class Geometry:
+    """The slices of one series sorted along its normal, and what they share."""
+
+    items: list[tuple[Path, Any]]  # (path, header) per slice, sorted along the normal
+    row_direction: np.ndarray
+    column_direction: np.ndarray
+    pixel_spacing: tuple[float, float]
+    rows: int
+    columns: int
+
+    @property
+    def normal(self) -> np.ndarray:
+        return np.cross(self.row_direction, self.column_direction)
+
+    def positions(self) -> np.ndarray:
+        return np.asarray([[float(v) for v in ds.ImagePositionPatient] for _, ds in self.items])
+
+
+def read_headers(root: Path) -> tuple[list[tuple[Path, Any]], list[Path]]:
+    """``(images, unreadable)``: the (path, header) of every DICOM file under ``root`` that has an
+    ImagePositionPatient (pixels not read), and the files that are not readable DICOM."""
+    images, unreadable = [], []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError, KeyError):
+            unreadable.append(path)
+            continue
+        if "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds:
+            images.append((path, ds))
+    return images, unreadable
+
+
+def slice_geometry(items: list[tuple[Path, Any]], where: str) -> Geometry:
+    """Sort one series' slices along the normal and check they share orientation and pixel grid, no two
+    share a position, and no slice is offset within its plane (gantry tilt); :class:`InputError` else."""
+    first = items[0][1]
+    iop = np.asarray([float(v) for v in first.ImageOrientationPatient])
+    spacing = (float(first.PixelSpacing[0]), float(first.PixelSpacing[1]))
+    grid = (int(first.Rows), int(first.Columns))
+    for path, ds in items:
+        if not np.allclose([float(v) for v in ds.ImageOrientationPatient], iop, atol=1e-4):
+            raise InputError(f"{path}: ImageOrientationPatient differs from the rest of the series")
+        if (float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1])) != spacing or (int(ds.Rows), int(ds.Columns)) != grid:
+            raise InputError(f"{path}: pixel grid (PixelSpacing, Rows, Columns) differs from the rest of the series")
+    normal = np.cross(iop[:3], iop[3:])
+    ordered = sorted(
+        items, key=lambda item: float(np.asarray([float(v) for v in item[1].ImagePositionPatient]) @ normal)
+    )
+    geometry = Geometry(ordered, iop[:3], iop[3:], spacing, *grid)
+    for step in np.diff(geometry.positions(), axis=0):
+        along = float(step @ normal)
+        if along <= 1e-3:
+            raise InputError(f"{where}: two slices share one position along the slice normal")
+        if np.linalg.norm(step - along * normal) > 1e-2 * max(1.0, along):
+            raise InputError(
+                f"{where}: the slices are offset within their planes (gantry tilt or a sheared series); "
+                "resample the series onto an untilted grid first"
+            )
+    return geometry
+
+
 def read_ct_series(folder: str | os.PathLike[str]) -> CtSeries:
     """Read the headers of the one CT series in ``folder`` (a tree of files, any names).
 
@@ -90,14 +153,7 @@ def read_ct_series(folder: str | os.PathLike[str]) -> CtSeries:
     root = Path(folder)
     if not root.is_dir():
         raise InputError(f"reference CT folder not found: {root}")
-    found = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except (InvalidDicomError, OSError, ValueError, EOFError):
-            continue
-        if "ImagePositionPatient" in ds:
-            found.append((path, ds))
+    found, _ = read_headers(root)
     if not found:
         raise InputError(f"no DICOM image with a position was found in {root}")
     modalities = {str(ds.get("Modality", "")) for _, ds in found}
@@ -108,53 +164,28 @@ def read_ct_series(folder: str | os.PathLike[str]) -> CtSeries:
         raise InputError(f"{root} holds {len(series)} CT series; give the folder of one series")
     first_path, first = found[0]
     study, frame = _uid(first, "StudyInstanceUID", first_path), _uid(first, "FrameOfReferenceUID", first_path)
-    iop = np.asarray([float(v) for v in first.ImageOrientationPatient])
-    spacing = (float(first.PixelSpacing[0]), float(first.PixelSpacing[1]))
-    grid = (int(first.Rows), int(first.Columns))
+    geometry = slice_geometry(found, str(root))
     slices = []
-    for path, ds in found:
+    for path, ds in geometry.items:
         for name, value in (("StudyInstanceUID", study), ("FrameOfReferenceUID", frame)):
             if _uid(ds, name, path) != value:
                 raise InputError(f"{path}: {name} differs from the rest of the series")
-        if not np.allclose([float(v) for v in ds.ImageOrientationPatient], iop, atol=1e-4):
-            raise InputError(f"{path}: ImageOrientationPatient differs from the rest of the series")
-        if (float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1])) != spacing or (int(ds.Rows), int(ds.Columns)) != grid:
-            raise InputError(f"{path}: pixel grid (PixelSpacing, Rows, Columns) differs from the rest of the series")
         sop_class = str(ds.get("SOPClassUID", "") or "") or str(ds.file_meta.get("MediaStorageSOPClassUID", ""))
         if not sop_class.strip():
             raise InputError(f"{path} has an empty SOPClassUID: an RTSTRUCT or SEG cannot reference it")
-        slices.append(
-            SliceRef(
-                sop_class,
-                _uid(ds, "SOPInstanceUID", path),
-                np.asarray([float(v) for v in ds.ImagePositionPatient]),
-                path,
-            )
-        )
-    row_dir, col_dir = iop[:3], iop[3:]
-    normal = np.cross(row_dir, col_dir)
-    slices.sort(key=lambda s: float(s.position @ normal))
+        position = np.asarray([float(v) for v in ds.ImagePositionPatient])
+        slices.append(SliceRef(sop_class, _uid(ds, "SOPInstanceUID", path), position, path))
     if len({s.sop_instance_uid for s in slices}) != len(slices):
         raise InputError(f"{root}: two files share one SOPInstanceUID")
-    steps = np.diff([s.position for s in slices], axis=0)
-    for step in steps:
-        along = float(step @ normal)
-        if along <= 1e-3:
-            raise InputError(f"{root}: two slices share one position along the slice normal")
-        if np.linalg.norm(step - along * normal) > 1e-2 * max(1.0, along):
-            raise InputError(
-                f"{root}: the slices are offset within their planes (gantry tilt or a sheared series); "
-                "resample the series onto an untilted grid first"
-            )
     return CtSeries(
         study_uid=study,
         series_uid=str(first.SeriesInstanceUID),
         frame_uid=frame,
-        row_direction=row_dir,
-        column_direction=col_dir,
-        pixel_spacing=spacing,
-        rows=grid[0],
-        columns=grid[1],
+        row_direction=geometry.row_direction,
+        column_direction=geometry.column_direction,
+        pixel_spacing=geometry.pixel_spacing,
+        rows=geometry.rows,
+        columns=geometry.columns,
         slices=tuple(slices),
         header=first,
     )

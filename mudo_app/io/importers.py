@@ -61,7 +61,8 @@ class ImportReport:
         return "\n".join(lines)
 
 
-def _safe_id(text: str) -> str:
+def safe_id(text: str) -> str:
+    """A datastore case id made of ``text``: other characters become ``-``, at most 128 characters."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")[:128] or "case"
 
 
@@ -78,7 +79,7 @@ def discover(source: str, src: Path) -> Iterator[SourceCase]:
         for name, files in sorted(channel_files(images).items()):
             label = src / "labelsTr" / f"{name}.nii.gz"
             yield SourceCase(
-                _safe_id(name),
+                safe_id(name),
                 files.get("_0000", images / f"{name}_0000.nii.gz"),  # a missing channel: "file not found"
                 files.get("_0001", images / f"{name}_0001.nii.gz"),
                 label=label if label.exists() else None,
@@ -87,7 +88,7 @@ def discover(source: str, src: Path) -> Iterator[SourceCase]:
     studies = sorted(p.parent for p in src.glob("*/*/*.nii.gz") if p.name in ("CTres.nii.gz", "SUV.nii.gz"))
     for study in sorted(set(studies)):
         yield SourceCase(
-            _safe_id(f"{study.parent.name}_{study.name}"),
+            safe_id(f"{study.parent.name}_{study.name}"),
             study / "CTres.nii.gz",
             study / "SUV.nii.gz",
             lesion=study / "SEG.nii.gz",

@@ -24,8 +24,10 @@ def write_ct_series(
     study_uid: str | None = None,
     frame_uid: str | None = None,
     patient_id: str = "SYN-1",
+    pixels: np.ndarray | None = None,
 ) -> list[Path]:
-    """One CT series, a file per slice (positions LPS mm, in any order), with fresh UIDs."""
+    """One CT series, a file per slice (positions LPS mm, in any order), with fresh UIDs; ``pixels``
+    (slices, rows, columns) HU (stored + 1024 with intercept -1024), zeros (-1024 HU) by default."""
     folder.mkdir(parents=True, exist_ok=True)
     study_uid, series_uid = study_uid or generate_uid(), generate_uid()
     frame_uid = frame_uid or generate_uid()
@@ -45,8 +47,9 @@ def write_ct_series(
         ds.Rows, ds.Columns = rows, columns
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.RescaleIntercept, ds.RescaleSlope = 0, 1
-        ds.PixelData = np.zeros((rows, columns), np.int16).tobytes()
+        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+        hu = np.full((rows, columns), -1024, np.int16) if pixels is None else pixels[n]
+        ds.PixelData = (np.asarray(hu) + 1024).astype(np.int16).tobytes()
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -95,3 +98,82 @@ def rasterise(ds: pydicom.Dataset, series) -> dict[str, np.ndarray]:
 
 def volume(array: np.ndarray, affine: np.ndarray) -> Volume:
     return Volume(array, affine)
+
+
+def write_pet_series(
+    folder: Path,
+    stored: np.ndarray,
+    slopes,
+    positions: list[list[float]],
+    study_uid: str,
+    frame_uid: str,
+    pixel_spacing=(4.0, 4.0),
+    patient_id: str = "SYN-1",
+    header: dict | None = None,
+    radiopharmaceutical: dict | None = None,
+    philips_suv_scale: str | None = None,
+) -> list[Path]:
+    """One PET series (Modality PT): ``stored`` (slices, rows, columns) int16 with one RescaleSlope per
+    slice; by default Units BQML, DecayCorrection START, CorrectedImage ATTN/DECY, 75 kg, 370 MBq of
+    F-18 (half-life 6586.2 s) injected at 10:00:00 on 2026-01-01, series and acquisition at 11:00:00.
+    ``header`` / ``radiopharmaceutical`` override or (value None) remove attributes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    series_uid = generate_uid()
+    base = {
+        "Units": "BQML", "DecayCorrection": "START", "CorrectedImage": ["ATTN", "DECY"], "PatientWeight": 75.0,
+        "SeriesDate": "20260101", "SeriesTime": "110000", "AcquisitionDate": "20260101", "AcquisitionTime": "110000",
+    }  # fmt: skip
+    drug = {"RadionuclideTotalDose": 370e6, "RadionuclideHalfLife": 6586.2, "RadiopharmaceuticalStartTime": "100000"}
+    base.update(header or {})
+    drug.update(radiopharmaceutical or {})
+    paths = []
+    for n, pos in enumerate(positions):
+        ds = Dataset()
+        ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.128", generate_uid()
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
+        ds.Modality, ds.PatientName, ds.PatientID = "PT", "Synthetic^Phantom", patient_id
+        ds.StudyDate, ds.StudyTime, ds.SeriesNumber, ds.InstanceNumber = "20260101", "100000", 2, n + 1
+        for key, value in base.items():
+            if value is not None:
+                setattr(ds, key, value)
+        info = Dataset()
+        for key, value in drug.items():
+            if value is not None:
+                setattr(info, key, value)
+        ds.RadiopharmaceuticalInformationSequence = [info]
+        if philips_suv_scale is not None:
+            ds.add_new((0x7053, 0x0010), "LO", "Philips PET Private Group")
+            ds.add_new((0x7053, 0x1000), "DS", philips_suv_scale)
+        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        ds.ImagePositionPatient = list(pos)
+        ds.PixelSpacing = list(pixel_spacing)
+        ds.Rows, ds.Columns = stored.shape[1:]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleIntercept, ds.RescaleSlope = 0, float(slopes[n])
+        ds.PixelData = stored[n].astype(np.int16).tobytes()
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta = meta
+        ds.is_little_endian, ds.is_implicit_VR = True, False
+        path = folder / f"pet{n:03d}.dcm"
+        ds.save_as(path, write_like_original=False)
+        paths.append(path)
+    return paths
+
+
+def write_study(folder: Path, patient_id: str = "SYN-1", pet_frame: str | None = None, **pet) -> dict:
+    """A PET/CT study: CT 2 mm pixels (40 HU inside a box), PET 4 mm with random stored values and a
+    slope per slice. Returns what the test needs to hand-compute the SUV."""
+    study, frame = generate_uid(), generate_uid()
+    rng = np.random.default_rng(0)
+    stored = rng.integers(0, 3000, size=(6, 10, 12)).astype(np.int16)
+    slopes = [0.5, 1.0, 2.5, 0.75, 1.25, 3.0]
+    positions = [[-20.0, -16.0, 4.0 * k] for k in range(6)]
+    write_pet_series(folder / "pet", stored, slopes, positions, study, pet_frame or frame, patient_id=patient_id, **pet)
+    hu = np.full((11, 20, 24), -1000, np.int16)
+    hu[:, 5:15, 6:18] = 40
+    write_ct_series(folder / "ct", 20, 24, [[-21.0, -17.0, 2.0 * k] for k in range(11)], pixel_spacing=(2.0, 2.0),
+                    study_uid=study, frame_uid=frame, patient_id=patient_id, pixels=hu)  # fmt: skip
+    return {"stored": stored, "slopes": np.asarray(slopes), "study_uid": study}
