@@ -26,6 +26,9 @@ parameters and tracebacks), the DICOM proxy, OHIF, batch inference, scoring, who
 ``/reload``.
 
 Added: ``GET /datastore/pet?image=ID`` downloads the case's PET (the datastore image is the CT);
+``GET /datastore/export?image=ID&format=rtstruct|seg[&tag=final][&holes=nested|keyhole]`` gives the
+case's label as DICOM against the CT series it was imported from (404 no such label, 409 a case not
+imported from DICOM; it writes nothing to the datastore);
 ``GET /train/`` gives a failed run's ``reason``; the login routes ``GET /auth/``, ``POST /auth/token``,
 ``GET /auth/token/valid`` (:mod:`lib.security`), whose middleware then guards every other route when
 ``--conf auth_users`` is given. CORS is narrowed to ``--conf allowed_origins`` (none by default).
@@ -56,6 +59,7 @@ from monailabel.endpoints.user.auth import RBAC, User
 from lib.errors import http_errors, not_found, unprocessable
 from lib.security import AuthMiddleware, BodySizeLimit, TokenIssuer, Users, restrict_cors, user_of
 from lib.trainers.muduo import explain_end
+from mudo_app.dicom.case_export import NoDicomSource, NoLabel, export_case
 from mudo_app.errors import InputError
 
 ALL_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
@@ -297,6 +301,32 @@ def _checked_routes(instance: Any, prefix: str) -> list[APIRoute]:
         path = instance.datastore().pet_uri(image)
         return FileResponse(path, media_type="application/gzip", filename=f"{image}_pet.nii.gz")
 
+    def export_label(
+        image: str,
+        background: BackgroundTasks,
+        format: str = "rtstruct",
+        tag: str = "final",
+        holes: str = "nested",
+        user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER)),
+    ) -> FileResponse:
+        datastore = instance.datastore()
+        datastore.require(image)
+        folder = Path(tempfile.mkdtemp(prefix="muduo-export-"))
+        background.add_task(shutil.rmtree, folder, True)  # after the response is sent
+        out = folder / f"{image}_{format}.dcm"
+        try:
+            export_case(datastore.store, image, format, out, tag=tag, holes=holes, algorithm="MuDuo Label")
+        except NoLabel as exc:
+            shutil.rmtree(folder, True)
+            raise not_found(str(exc)) from exc
+        except NoDicomSource as exc:
+            shutil.rmtree(folder, True)
+            raise HTTPException(409, str(exc)) from exc
+        except InputError as exc:
+            shutil.rmtree(folder, True)
+            raise unprocessable(str(exc)) from exc
+        return FileResponse(out, media_type="application/dicom", filename=out.name)
+
     return [
         APIRoute(f"{prefix}/infer/{{model}}", infer, methods=["POST"], summary=f"{RBAC_USER}Run inference (checked)"),
         APIRoute(f"{prefix}/datastore/label", save_label, methods=["PUT"], summary=f"{RBAC_ANNOTATOR}Save a label"),
@@ -307,4 +337,7 @@ def _checked_routes(instance: Any, prefix: str) -> list[APIRoute]:
         APIRoute(f"{prefix}/train/", train_status, methods=["GET"], summary=f"{RBAC_USER}Training status"),
         APIRoute(f"{prefix}/activelearning/{{strategy}}", next_sample, methods=["POST"], summary=f"{RBAC_USER}Next"),
         APIRoute(f"{prefix}/datastore/pet", download_pet, methods=["GET"], summary=f"{RBAC_USER}Download the PET"),
+        APIRoute(
+            f"{prefix}/datastore/export", export_label, methods=["GET"], summary=f"{RBAC_USER}Label as RTSTRUCT or SEG"
+        ),
     ]

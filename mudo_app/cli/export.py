@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mudo_app.dicom.case_export import FORMATS
 from mudo_app.errors import InputError
-
-FORMATS = ("rtstruct", "seg")
 
 
 def register(sub) -> None:

@@ -154,6 +154,19 @@ def read_ct_series(folder: str | os.PathLike[str]) -> CtSeries:
     if not root.is_dir():
         raise InputError(f"reference CT folder not found: {root}")
     found, _ = read_headers(root)
+    return ct_series_of(found, str(root))
+
+
+def read_ct_files(paths: list[str | os.PathLike[str]], where: str) -> CtSeries:
+    """:func:`read_ct_series` of the given files (a case's recorded CT series)."""
+    missing = [str(p) for p in paths if not Path(p).is_file()]
+    if missing:
+        raise InputError(f"{where}: {len(missing)} of the CT series' {len(paths)} files are gone, e.g. {missing[0]}")
+    return ct_series_of([(Path(p), pydicom.dcmread(p, stop_before_pixels=True)) for p in paths], where)
+
+
+def ct_series_of(found: list[tuple[Path, Any]], root: str) -> CtSeries:
+    """The :class:`CtSeries` of headers ``found`` (one CT series; module checks), ``root`` names it."""
     if not found:
         raise InputError(f"no DICOM image with a position was found in {root}")
     modalities = {str(ds.get("Modality", "")) for _, ds in found}
@@ -164,7 +177,7 @@ def read_ct_series(folder: str | os.PathLike[str]) -> CtSeries:
         raise InputError(f"{root} holds {len(series)} CT series; give the folder of one series")
     first_path, first = found[0]
     study, frame = _uid(first, "StudyInstanceUID", first_path), _uid(first, "FrameOfReferenceUID", first_path)
-    geometry = slice_geometry(found, str(root))
+    geometry = slice_geometry(found, root)
     slices = []
     for path, ds in geometry.items:
         for name, value in (("StudyInstanceUID", study), ("FrameOfReferenceUID", frame)):

@@ -1,0 +1,57 @@
+"""A datastore case's label as RTSTRUCT or DICOM-SEG against the CT series it was imported from."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from mudo_app.dicom.rtstruct import Export, write_rtstruct
+from mudo_app.dicom.seg import write_seg
+from mudo_app.dicom.series import CtSeries, read_ct_files
+from mudo_app.errors import InputError
+from mudo_app.io.datastore import FINAL, PetCtDatastore
+from mudo_app.io.volume import load_volume
+
+FORMATS = ("rtstruct", "seg")
+
+
+class NoDicomSource(InputError):
+    """The case was not imported from DICOM: there is no CT series to reference."""
+
+
+class NoLabel(InputError):
+    """The case has no label of the asked tag."""
+
+
+def reference_series(store: PetCtDatastore, case_id: str) -> CtSeries:
+    """The CT series a case was imported from (``muduo import --from dicom`` recorded its files)."""
+    meta: dict[str, Any] = store.meta(case_id)
+    files = (meta.get("dicom") or {}).get("ct_files")
+    if not files:
+        raise NoDicomSource(
+            f"case {case_id!r} has no DICOM source (it came from {meta.get('source', 'an unknown source')}); "
+            "RTSTRUCT and SEG reference a CT series: import the study with `muduo import --from dicom`"
+        )
+    return read_ct_files(files, f"case {case_id!r}")
+
+
+def export_case(
+    store: PetCtDatastore,
+    case_id: str,
+    fmt: str,
+    out: str | os.PathLike[str],
+    tag: str = FINAL,
+    holes: str = "nested",
+    algorithm: str = "MuDuo",
+) -> Export:
+    """Write case ``case_id``'s label ``tag`` as ``fmt`` (``rtstruct`` or ``seg``) to ``out``."""
+    if fmt not in FORMATS:
+        raise InputError(f"format must be one of {FORMATS}, got {fmt!r}")
+    series = reference_series(store, case_id)
+    path = store.label_path(case_id, tag)
+    if not path.is_file():
+        raise NoLabel(f"case {case_id!r} has no {tag!r} label to export")
+    label = load_volume(path, f"{case_id} label")
+    if fmt == "seg":
+        return write_seg(out, label, series, algorithm=algorithm)
+    return write_rtstruct(out, label, series, holes=holes, algorithm=algorithm)
