@@ -9,15 +9,19 @@ atomically. Adding an image takes one 4-D NIfTI holding CT and PET as its two ch
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
 
 from lib.errors import http_errors, not_found
+from mudo_app.dicom.case_export import FORMATS, export_case
+from mudo_app.dicom.pacs import PacsMirror
 from mudo_app.errors import InputError
-from mudo_app.io.datastore import PetCtDatastore, check_case_id
+from mudo_app.io.datastore import FINAL, PetCtDatastore, check_case_id
 from mudo_app.io.uploads import DEFAULT_MAX_VOXELS, read_label_upload, read_petct_upload
 
 logger = logging.getLogger(__name__)
@@ -93,3 +97,30 @@ class MuDuoDatastore(LocalDatastore):
             self._datastore.objects[case_id] = ImageLabelModel(image=DataModel(info=info, ext=".nii.gz"))
             self._update_datastore_file(lock=False)
         return case_id
+
+
+class PacsDatastore(MuDuoDatastore):
+    """A PACS (``--studies http://.../dicom-web``) served through its local mirror: the studies are
+    pulled and imported at start (:class:`mudo_app.dicom.pacs.PacsMirror`), and every saved final label
+    goes back to the PACS as RTSTRUCT and DICOM-SEG (STOW-RS), where planners find it."""
+
+    def __init__(self, mirror: PacsMirror, **kwargs: Any):
+        self.mirror = mirror
+        report = mirror.sync()
+        logger.info(f"PACS {mirror.url}: {report.summary()}")
+        super().__init__(str(mirror.datastore), **kwargs)
+
+    def save_label(
+        self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any], user: str | None = None
+    ) -> str:
+        saved = super().save_label(image_id, label_filename, label_tag, label_info, user)
+        if label_tag == FINAL:
+            with tempfile.TemporaryDirectory(prefix="muduo-pacs-") as tmp, http_errors():
+                paths = []
+                for fmt in FORMATS:
+                    out = Path(tmp) / f"{image_id}.{fmt}.dcm"
+                    export_case(self.store, image_id, fmt, out, tag=FINAL, algorithm="MuDuo Label")
+                    paths.append(out)
+                self.mirror.push(paths)
+            logger.info(f"label of {image_id} sent to the PACS as RTSTRUCT and SEG")
+        return saved

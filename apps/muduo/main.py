@@ -20,7 +20,7 @@ from lib.activelearning.random import RandomUnlabelled
 from lib.activelearning.served import RecentlyServed
 from lib.activelearning.teacher_disagreement import TeacherDisagreement
 from lib.configs.server import Resources, ServerConfig
-from lib.datastore import MuDuoDatastore
+from lib.datastore import MuDuoDatastore, PacsDatastore
 from lib.errors import http_errors, not_found, unprocessable
 from lib.infers.muduo_student import MuDuoStudentInfer
 from lib.infers.sam_med3d_ct import SamMed3DCTInfer
@@ -28,6 +28,7 @@ from lib.infers.seganypet_pet import SegAnyPETInfer
 from lib.security import Users, bound_host, is_loopback
 from lib.trainers.muduo import MuDuoTrainTask
 from mudo_app import __version__
+from mudo_app.dicom.pacs import PacsMirror
 from mudo_app.errors import InputError
 from mudo_app.labels import LABELS, label_names
 from mudo_app.models.checkpoint import publish_student
@@ -68,6 +69,15 @@ class MuDuoApp(MONAILabelApp):
 
     # ---- tasks -------------------------------------------------------------------------------------
     def init_datastore(self):
+        if self.studies.startswith(("http://", "https://")):  # a PACS: served through its local mirror
+            mirror = PacsMirror(self.studies, self.server_config.pacs_folder)
+            self.studies = str(mirror.datastore)  # what training reads
+            return PacsDatastore(
+                mirror,
+                max_voxels=self.server_config.max_voxels,
+                auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+                read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
+            )
         return MuDuoDatastore(
             self.studies,
             max_voxels=self.server_config.max_voxels,

@@ -54,7 +54,7 @@ NUMBERS: dict[str, tuple[type, float, float, float]] = {
     "train_threads": (int, 1, 1, 1024),  # torch threads of a background training run
     "infer_threads": (int, 0, 0, 1024),  # torch threads of an inference; 0: see ServerConfig.inference_threads
 }
-PATHS = ("student", "ct_teacher", "pet_teacher", "model_dir", "auth_users")
+PATHS = ("student", "ct_teacher", "pet_teacher", "model_dir", "auth_users", "pacs_mirror")
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,9 @@ class ServerConfig:
     ``auth_users``: a users file (:mod:`lib.security`): authentication on; ``allowed_origins``: the
     browser origins CORS answers (``--conf allowed_origins http://a:3000,http://b``; none by default).
     ``train_threads`` / ``infer_threads``: torch threads of background training and of inference, so
-    that the two share the cores instead of oversubscribing them (:meth:`inference_threads`)."""
+    that the two share the cores instead of oversubscribing them (:meth:`inference_threads`).
+    ``pacs_mirror``: with ``--studies http://.../dicom-web`` (a PACS), the local mirror of its PET/CT
+    studies (default ``<model_dir>/pacs``; :class:`mudo_app.dicom.pacs.PacsMirror`)."""
 
     model_dir: Path
     student: Path | None = None
@@ -85,6 +87,11 @@ class ServerConfig:
     infer_threads: int = 0
     auth_users: Path | None = None
     allowed_origins: tuple[str, ...] = ()
+    pacs_mirror: Path | None = None
+
+    @property
+    def pacs_folder(self) -> Path:
+        return self.pacs_mirror or self.model_dir / "pacs"
 
     @property
     def published_student(self) -> Path:
@@ -134,6 +141,7 @@ class ServerConfig:
             pet_teacher=path("pet_teacher"),
             precision=precision,
             auth_users=path("auth_users"),
+            pacs_mirror=path("pacs_mirror"),
             allowed_origins=_origins(conf.get("allowed_origins", "")),
             **numbers,
         )
