@@ -69,8 +69,9 @@ class MuDuoApp(MONAILabelApp):
 
     # ---- tasks -------------------------------------------------------------------------------------
     def init_datastore(self):
-        if self.studies.startswith(("http://", "https://")):  # a PACS: served through its local mirror
-            mirror = PacsMirror(self.studies, self.server_config.pacs_folder)
+        studies = str(self.studies)  # type: ignore[has-type]  # set by MONAILabelApp.__init__ before this call
+        if studies.startswith(("http://", "https://")):  # a PACS: served through its local mirror
+            mirror = PacsMirror(studies, self.server_config.pacs_folder)
             self.studies = str(mirror.datastore)  # what training reads
             return PacsDatastore(
                 mirror,
