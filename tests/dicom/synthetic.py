@@ -7,11 +7,24 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from mudo_app.io.volume import Volume
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+JPEGLS_LOSSLESS = "1.2.840.10008.1.2.4.80"
+
+
+def _jpeg_ls(pixels: np.ndarray) -> bytes:
+    import io
+
+    import pillow_jpls  # noqa: F401  # registers the JPEG-LS codec with Pillow (a highdicom dependency)
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG-LS")
+    return buf.getvalue()
 
 
 def write_ct_series(
@@ -25,9 +38,11 @@ def write_ct_series(
     frame_uid: str | None = None,
     patient_id: str = "SYN-1",
     pixels: np.ndarray | None = None,
+    jpeg_ls: bool = False,
 ) -> list[Path]:
     """One CT series, a file per slice (positions LPS mm, in any order), with fresh UIDs; ``pixels``
-    (slices, rows, columns) HU (stored + 1024 with intercept -1024), zeros (-1024 HU) by default."""
+    (slices, rows, columns) HU (stored + 1024 with intercept -1024), zeros (-1024 HU) by default;
+    ``jpeg_ls``: pixel data JPEG-LS lossless compressed (pillow-jpls)."""
     folder.mkdir(parents=True, exist_ok=True)
     study_uid, series_uid = study_uid or generate_uid(), generate_uid()
     frame_uid = frame_uid or generate_uid()
@@ -53,6 +68,11 @@ def write_ct_series(
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        if jpeg_ls:
+            ds.PixelData = encapsulate([_jpeg_ls((np.asarray(hu) + 1024).astype(np.uint16))])
+            ds["PixelData"].VR, ds["PixelData"].is_undefined_length = "OB", True
+            ds.PixelRepresentation = 0
+            meta.TransferSyntaxUID = JPEGLS_LOSSLESS
         ds.file_meta = meta
         ds.is_little_endian, ds.is_implicit_VR = True, False
         path = folder / f"img{n:03d}"  # any names
@@ -163,7 +183,9 @@ def write_pet_series(
     return paths
 
 
-def write_study(folder: Path, patient_id: str = "SYN-1", pet_frame: str | None = None, **pet) -> dict:
+def write_study(
+    folder: Path, patient_id: str = "SYN-1", pet_frame: str | None = None, jpeg_ls: bool = False, **pet
+) -> dict:
     """A PET/CT study: CT 2 mm pixels (40 HU inside a box), PET 4 mm with random stored values and a
     slope per slice. Returns what the test needs to hand-compute the SUV."""
     study, frame = generate_uid(), generate_uid()
@@ -175,5 +197,5 @@ def write_study(folder: Path, patient_id: str = "SYN-1", pet_frame: str | None =
     hu = np.full((11, 20, 24), -1000, np.int16)
     hu[:, 5:15, 6:18] = 40
     write_ct_series(folder / "ct", 20, 24, [[-21.0, -17.0, 2.0 * k] for k in range(11)], pixel_spacing=(2.0, 2.0),
-                    study_uid=study, frame_uid=frame, patient_id=patient_id, pixels=hu)  # fmt: skip
+                    study_uid=study, frame_uid=frame, patient_id=patient_id, pixels=hu, jpeg_ls=jpeg_ls)  # fmt: skip
     return {"stored": stored, "slopes": np.asarray(slopes), "study_uid": study}

@@ -72,6 +72,14 @@ def test_ct_is_resampled_onto_the_pet_grid_in_hu(tmp_path):
     assert case.ct.array[6, 5, 3] == 40 and case.ct.array[0, 0, 0] == -1000  # inside the box / outside
 
 
+def test_a_jpeg_ls_ct_decodes_and_imports(tmp_path):
+    write_study(tmp_path / "src", jpeg_ls=True)
+    assert str(pydicom.dcmread(next((tmp_path / "src" / "ct").iterdir())).file_meta.TransferSyntaxUID).endswith(".4.80")
+    report = import_dicom(tmp_path / "src", tmp_path / "store", progress=False)
+    case = PetCtDatastore(tmp_path / "store").load_case(report.imported[0])
+    assert case.ct.array[6, 5, 3] == 40 and case.ct.array[0, 0, 0] == -1000
+
+
 def test_philips_cnts_and_gml(tmp_path):
     write_study(tmp_path / "a", header={"Units": "CNTS"}, philips_suv_scale="0.000123")
     assert suv_factor(_headers(tmp_path / "a")).factor == pytest.approx(0.000123)
