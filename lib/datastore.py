@@ -21,6 +21,7 @@ from lib.errors import http_errors, not_found
 from mudo_app.dicom.case_export import FORMATS, export_case
 from mudo_app.dicom.pacs import PacsMirror
 from mudo_app.errors import InputError
+from mudo_app.io.atomic import file_digest
 from mudo_app.io.datastore import FINAL, PetCtDatastore, check_case_id
 from mudo_app.io.uploads import DEFAULT_MAX_VOXELS, read_label_upload, read_petct_upload
 
@@ -104,8 +105,8 @@ class PacsDatastore(MuDuoDatastore):
     pulled and imported at start (:class:`mudo_app.dicom.pacs.PacsMirror`), and every saved final label
     goes back to the PACS as RTSTRUCT and DICOM-SEG (STOW-RS), where planners find it."""
 
-    def __init__(self, mirror: PacsMirror, **kwargs: Any):
-        self.mirror = mirror
+    def __init__(self, mirror: PacsMirror, student: Path | None = None, **kwargs: Any):
+        self.mirror, self.student = mirror, student  # the served checkpoint, named in what goes back
         report = mirror.sync()
         logger.info(f"PACS {mirror.url}: {report.summary()}")
         super().__init__(str(mirror.datastore), **kwargs)
@@ -119,7 +120,8 @@ class PacsDatastore(MuDuoDatastore):
                 paths = []
                 for fmt in FORMATS:
                     out = Path(tmp) / f"{image_id}.{fmt}.dcm"
-                    export_case(self.store, image_id, fmt, out, tag=FINAL, algorithm="MuDuo Label")
+                    version = file_digest(self.student) if self.student else ""
+                    export_case(self.store, image_id, fmt, out, tag=FINAL, version=version)
                     paths.append(out)
                 self.mirror.push(paths)
             logger.info(f"label of {image_id} sent to the PACS as RTSTRUCT and SEG")

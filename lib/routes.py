@@ -61,6 +61,7 @@ from lib.security import AuthMiddleware, BodySizeLimit, TokenIssuer, Users, rest
 from lib.trainers.muduo import explain_end
 from mudo_app.dicom.case_export import NoDicomSource, NoLabel, export_case
 from mudo_app.errors import InputError
+from mudo_app.io.atomic import file_digest
 
 ALL_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
 UPLOAD_SUFFIXES = (".nii.gz", ".nii", ".nrrd")
@@ -315,7 +316,8 @@ def _checked_routes(instance: Any, prefix: str) -> list[APIRoute]:
         background.add_task(shutil.rmtree, folder, True)  # after the response is sent
         out = folder / f"{image}_{format}.dcm"
         try:
-            export_case(datastore.store, image, format, out, tag=tag, holes=holes, algorithm="MuDuo Label")
+            version = file_digest(conf.published_student)
+            export_case(datastore.store, image, format, out, tag=tag, holes=holes, version=version)
         except NoLabel as exc:
             shutil.rmtree(folder, True)
             raise not_found(str(exc)) from exc

@@ -75,6 +75,7 @@ class MuDuoApp(MONAILabelApp):
             self.studies = str(mirror.datastore)  # what training reads
             return PacsDatastore(
                 mirror,
+                student=self.server_config.published_student,
                 max_voxels=self.server_config.max_voxels,
                 auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
                 read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,

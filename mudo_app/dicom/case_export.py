@@ -42,9 +42,11 @@ def export_case(
     out: str | os.PathLike[str],
     tag: str = FINAL,
     holes: str = "nested",
-    algorithm: str = "MuDuo",
+    algorithm: str = "MuDuo student",
+    version: str = "",
 ) -> Export:
-    """Write case ``case_id``'s label ``tag`` as ``fmt`` (``rtstruct`` or ``seg``) to ``out``."""
+    """Write case ``case_id``'s label ``tag`` as ``fmt`` (``rtstruct`` or ``seg``) to ``out``;
+    ``algorithm`` and ``version`` (the served student's checkpoint digest) are recorded in it."""
     if fmt not in FORMATS:
         raise InputError(f"format must be one of {FORMATS}, got {fmt!r}")
     series = reference_series(store, case_id)
@@ -53,5 +55,6 @@ def export_case(
         raise NoLabel(f"case {case_id!r} has no {tag!r} label to export")
     label = load_volume(path, f"{case_id} label")
     if fmt == "seg":
-        return write_seg(out, label, series, algorithm=algorithm)
-    return write_rtstruct(out, label, series, holes=holes, algorithm=algorithm)
+        return write_seg(out, label, series, algorithm=algorithm, version=version)
+    named = f"{algorithm} {version}".strip()
+    return write_rtstruct(out, label, series, holes=holes, algorithm=named)

@@ -9,6 +9,7 @@ Every file this project publishes goes through :func:`atomic_write`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -73,3 +74,15 @@ def write_json(path: str | os.PathLike[str], data: object) -> Path:
     with atomic_write(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n")
     return Path(path)
+
+
+def file_digest(path: str | os.PathLike[str], length: int = 16) -> str:
+    """The first ``length`` hex digits of a file's SHA-256 (e.g. a checkpoint's identity), "" when it is missing."""
+    path = Path(path)
+    if not path.is_file():
+        return ""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:length]

@@ -46,6 +46,9 @@ def test_a_planner_pulls_rtstruct_and_seg(client):
     seg = pydicom.dcmread(io.BytesIO(r.content))
     assert seg.Modality == "SEG" and {s.SegmentLabel for s in seg.SegmentSequence} == {"liver", "lesion"}
     assert seg.StudyInstanceUID == ds.StudyInstanceUID
+    algo = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+    assert algo.AlgorithmName == "MuDuo student" and len(algo.AlgorithmVersion) == 16  # the served checkpoint
+    assert ds.StructureSetROISequence[0].ROIGenerationDescription == f"MuDuo student {algo.AlgorithmVersion}"
 
 
 def test_export_refusals_name_the_problem(client):
