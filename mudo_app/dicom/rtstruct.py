@@ -31,7 +31,7 @@ from mudo_app.dicom.series import LPS_TO_RAS, CtSeries
 from mudo_app.errors import InputError
 from mudo_app.io.atomic import atomic_write
 from mudo_app.io.volume import Volume
-from mudo_app.labels import LABELS, LESION, check_label_values
+from mudo_app.labels import LABELS, LESION, Label, check_label_values
 
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 DETACHED_STUDY_MANAGEMENT = "1.2.840.10008.3.1.2.3.1"  # what RTReferencedStudySequence conventionally names
@@ -69,6 +69,20 @@ def label_on_series(label: Volume, series: CtSeries) -> tuple[np.ndarray, bool]:
         values[inside] = label.array[tuple(idx[inside].T)]
         out[k] = values.reshape(series.rows, series.columns)
     return out, on_grid
+
+
+def labels_on_ct(label: Volume, series: CtSeries) -> tuple[np.ndarray, list[Label], list[str]]:
+    """What an export writes: the label checked (values of the label map) and sampled on the CT
+    (:func:`label_on_series`), the labels present there, and the notes for the user; nothing to
+    export is an :class:`InputError`."""
+    check_label_values(label.array, "label")
+    on_ct, on_grid = label_on_series(label, series)
+    notes = [] if on_grid else ["the label is not on the CT's grid: it was resampled (nearest voxel) onto it"]
+    present = [lbl for lbl in LABELS if (on_ct == lbl.idx).any()]
+    if not present:
+        what = "has no labelled voxel" if not label.array.any() else "has no labelled voxel inside the reference CT"
+        raise InputError(f"the label {what}: there is nothing to export")
+    return on_ct, present, notes
 
 
 def _ds(value: float) -> str:
@@ -125,13 +139,7 @@ def build_rtstruct(
     """
     if holes not in HOLE_STYLES:
         raise InputError(f"holes must be one of {HOLE_STYLES}, got {holes!r}")
-    check_label_values(label.array, "label")
-    on_ct, on_grid = label_on_series(label, series)
-    notes = [] if on_grid else ["the label is not on the CT's grid: it was resampled (nearest voxel) onto it"]
-    present = [lbl for lbl in LABELS if (on_ct == lbl.idx).any()]
-    if not present:
-        what = "has no labelled voxel" if not label.array.any() else "has no labelled voxel inside the reference CT"
-        raise InputError(f"the label {what}: there is nothing to export")
+    on_ct, present, notes = labels_on_ct(label, series)
     date, time = _now()
     ref = series.header
 

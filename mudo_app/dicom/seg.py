@@ -19,11 +19,10 @@ import numpy as np
 import pydicom
 from pydicom.sr.coding import Code
 
-from mudo_app.dicom.rtstruct import Export, label_on_series, write_dataset
+from mudo_app.dicom.rtstruct import Export, labels_on_ct, write_dataset
 from mudo_app.dicom.series import CtSeries
-from mudo_app.errors import InputError
 from mudo_app.io.volume import Volume
-from mudo_app.labels import LABELS, LESION, check_label_values
+from mudo_app.labels import LABELS, LESION
 
 ANATOMICAL_STRUCTURE = Code("123037004", "SCT", "Anatomical Structure")
 ABNORMAL_STRUCTURE = Code("49755003", "SCT", "Morphologically Abnormal Structure")
@@ -59,13 +58,7 @@ def build_seg(label: Volume, series: CtSeries, algorithm: str, version: str) -> 
         series: the reference CT (:func:`mudo_app.dicom.series.read_ct_series`).
         algorithm: the algorithm's name (the model), ``version``: its checkpoint.
     """
-    check_label_values(label.array, "label")
-    on_ct, on_grid = label_on_series(label, series)
-    notes = [] if on_grid else ["the label is not on the CT's grid: it was resampled (nearest voxel) onto it"]
-    present = [lbl for lbl in LABELS if (on_ct == lbl.idx).any()]
-    if not present:
-        what = "has no labelled voxel" if not label.array.any() else "has no labelled voxel inside the reference CT"
-        raise InputError(f"the label {what}: there is nothing to export")
+    on_ct, present, notes = labels_on_ct(label, series)
     identification = hd.AlgorithmIdentificationSequence(
         name=algorithm[:64], version=version[:64], family=ARTIFICIAL_INTELLIGENCE
     )
