@@ -64,7 +64,7 @@ class Preset:
 
 
 # the standard preset's student recipe and budget, chosen on validation data (seed 3000), never on the
-# test cases: sample-datasets/benchmarks/lesion_sampling.json and budget.json (README "Benchmarks")
+# test cases: sample-datasets/scripts/choose_recipe.py -> sample-datasets/benchmarks/recipe.json (README "Benchmarks")
 STANDARD_RECIPE: dict[str, Any] = {}
 STANDARD_ITERATIONS = 600
 
