@@ -151,6 +151,7 @@ def import_dicom(src: PathLike, datastore: PathLike | PetCtDatastore, progress: 
                 "source": "dicom",
                 "notes": notes,
                 "dicom": {
+                    "patient_id": str(first.get("PatientID", "") or ""),
                     "study_uid": study_uid,
                     "pet_series_uid": str(pet_items[0][1].SeriesInstanceUID),
                     "ct_series_uid": str(ct_items[0][1].SeriesInstanceUID),

@@ -150,3 +150,32 @@ def test_gantry_tilt_and_uneven_pet_slices_are_refused(tmp_path):
     write_ct_series(tmp_path / "uneven", 8, 8, [[0, 0, z] for z in (0, 2, 4, 7)])
     with pytest.raises(InputError, match="uneven slice steps"):
         series_volume(slice_geometry(read_headers(tmp_path / "uneven")[0], "uneven"), "uneven")
+
+
+def test_export_of_an_imported_case_checks_a_given_reference_ct(tmp_path, capsys):
+    from mudo_app.io.volume import Volume
+
+    write_study(tmp_path / "src", patient_id="P1")
+    write_study(tmp_path / "other", patient_id="P2")  # another patient (and frame of reference)
+    (case,) = import_dicom(tmp_path / "src", tmp_path / "store", progress=False).imported
+    store = PetCtDatastore(tmp_path / "store")
+    pet = store.load_case(case).pet
+    label = np.zeros(pet.shape, np.uint8)
+    label[3:9, 2:8, 1:5] = 1
+    store.save_label(case, Volume(label, pet.affine))
+    base = ["export", "--datastore", str(tmp_path / "store"), "--case", case, "--format"]
+    assert main([*base, "rtstruct", "--out", str(tmp_path / "rt.dcm")]) == 0
+    assert "liver" in capsys.readouterr().out
+    assert pydicom.dcmread(tmp_path / "rt.dcm").StudyInstanceUID == store.meta(case)["dicom"]["study_uid"]
+    # the same CT series given explicitly is accepted; another patient's is refused, nothing written
+    assert main([*base, "seg", "--out", str(tmp_path / "a.dcm"), "--reference-ct", str(tmp_path / "src" / "ct")]) == 0
+    out = tmp_path / "b.dcm"
+    assert main([*base, "seg", "--out", str(out), "--reference-ct", str(tmp_path / "other" / "ct")]) == 2
+    assert "another patient" in capsys.readouterr().err and not out.exists()
+    meta = json.loads(store.meta_path(case).read_text())
+    meta["dicom"]["patient_id"] = "P2"  # the same patient, now: the frame of reference still differs
+    store.meta_path(case).write_text(json.dumps(meta))
+    assert main([*base, "seg", "--out", str(out), "--reference-ct", str(tmp_path / "other" / "ct")]) == 2
+    assert "another frame of reference" in capsys.readouterr().err and not out.exists()
+    assert main(["export", "--datastore", str(tmp_path / "store"), "--format", "seg", "--out", str(out)]) == 2
+    assert "give either" in capsys.readouterr().err
