@@ -8,7 +8,9 @@ atomically. Adding an image takes one 4-D NIfTI holding CT and PET as its two ch
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -21,11 +23,27 @@ from lib.errors import http_errors, not_found
 from mudo_app.dicom.case_export import FORMATS, export_case
 from mudo_app.dicom.pacs import PacsMirror
 from mudo_app.errors import InputError
-from mudo_app.io.atomic import file_digest
+from mudo_app.io.atomic import atomic_write, file_digest
 from mudo_app.io.datastore import FINAL, PetCtDatastore, check_case_id
 from mudo_app.io.uploads import DEFAULT_MAX_VOXELS, read_label_upload, read_petct_upload
 
 logger = logging.getLogger(__name__)
+INDEX_FILE = "datastore_v2.json"  # MONAI Label's index of the datastore's files (derived: rebuilt from them)
+
+
+def _set_aside_unreadable_index(path: Path) -> None:
+    """An index that is not valid JSON (left by a server killed while an older version wrote it) is
+    renamed aside with a warning; MONAI Label then rebuilds it from the image and label files."""
+    if not path.is_file():
+        return
+    try:
+        json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        aside = path.with_name(f"{path.name}.unreadable-{int(time.time())}")
+        path.rename(aside)
+        logger.warning(
+            f"the datastore index {path} was not readable; set aside as {aside.name}, rebuilt from the files"
+        )
 
 
 class MuDuoDatastore(LocalDatastore):
@@ -34,7 +52,25 @@ class MuDuoDatastore(LocalDatastore):
     ):
         self.store = PetCtDatastore(studies, create=True)
         self.max_voxels = max_voxels
+        _set_aside_unreadable_index(Path(studies) / INDEX_FILE)
         super().__init__(studies, extensions=("*.nii.gz",), auto_reload=auto_reload, read_only=read_only)
+
+    def _update_datastore_file(self, lock: bool = True) -> None:
+        """MONAI Label's index written atomically (its own writer truncates the file first, so a server
+        killed mid-write left an empty index that the next start could not read)."""
+
+        def write() -> None:
+            self._ignore_event_config = True
+            text = json.dumps(self._datastore.model_dump(exclude={"base_path"}), indent=2, default=str)
+            with atomic_write(self._datastore_config_path) as tmp:
+                tmp.write_text(text)
+            self._config_ts = os.stat(self._datastore_config_path).st_mtime
+
+        if lock:
+            with FileLock(self._lock_file):
+                write()
+        else:
+            write()
 
     def remove_stale_temporaries(self) -> None:
         """At server start only (never in a training subprocess, which runs beside a writing server)."""
