@@ -154,9 +154,9 @@ class PacsDatastore(MuDuoDatastore):
         if label_tag == FINAL:
             with tempfile.TemporaryDirectory(prefix="muduo-pacs-") as tmp, http_errors():
                 paths = []
+                version = file_digest(self.student) if self.student else ""  # once for both files
                 for fmt in FORMATS:
                     out = Path(tmp) / f"{image_id}.{fmt}.dcm"
-                    version = file_digest(self.student) if self.student else ""
                     export_case(self.store, image_id, fmt, out, tag=FINAL, version=version)
                     paths.append(out)
                 self.mirror.push(paths)

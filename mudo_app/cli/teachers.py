@@ -81,7 +81,7 @@ def _mean(per: dict[str, float]) -> float:
 
 
 def _evaluate(teacher_model, contract, modality, held_out, args) -> dict:
-    from mudo_app.train.teachers import evaluate_clicks, evaluate_mask_prompts
+    from mudo_app.train.teacher_eval import evaluate_clicks, evaluate_mask_prompts
 
     out: dict[str, Any] = {}
     for first, key in (("deepest", "zero_shot_dice"), ("random", "random_first_click_dice")):

@@ -27,7 +27,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from mudo_app.dicom.contours import keyhole, trace_contours
-from mudo_app.dicom.series import LPS_TO_RAS, CtSeries
+from mudo_app.dicom.series import CtSeries
 from mudo_app.errors import InputError
 from mudo_app.io.atomic import atomic_write
 from mudo_app.io.volume import Volume
@@ -246,8 +246,3 @@ def write_rtstruct(
     """:func:`build_rtstruct`, written to ``path`` atomically (nothing is written on an error)."""
     ds, counts, notes = build_rtstruct(label, series, holes=holes, algorithm=algorithm)
     return Export(write_dataset(path, ds), counts, notes)
-
-
-def ras_to_lps(points: np.ndarray) -> np.ndarray:
-    """(N, 3) RAS mm -> LPS mm (and back: the map is its own inverse)."""
-    return np.asarray(points) @ LPS_TO_RAS

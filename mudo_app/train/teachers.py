@@ -1,4 +1,4 @@
-"""Pre-training of the stand-in teachers and their zero-shot click evaluation.
+"""Pre-training of the stand-in teachers (their evaluation: :mod:`mudo_app.train.teacher_eval`).
 
 Training is SAM-Med3D-style interactive: per object, the first click lies in the object, each later
 click in the current error region, and the previous low-resolution logits are fed back as the mask
@@ -25,12 +25,12 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from mudo_app.errors import InputError
-from mudo_app.evaluation.metrics import binary_dice
+from mudo_app.evaluation.autopet import CONNECTIVITY_18
 from mudo_app.io.atomic import atomic_write
 from mudo_app.io.datastore import Case
 from mudo_app.io.volume import Volume, resample_to_grid
-from mudo_app.labels import ID_TO_NAME, LABEL_IDS, LESION
-from mudo_app.models.sam3d import CropGrid, InputContract, Sam3D, Sam3DPredictor, build_sam3d
+from mudo_app.labels import LESION
+from mudo_app.models.sam3d import CropGrid, InputContract, Sam3D, build_sam3d
 from mudo_app.prompts.clicks import first_click, next_click
 from mudo_app.transforms.patches import class_voxels
 
@@ -86,7 +86,8 @@ def imperfect_mask(targets: torch.Tensor, rng: np.random.Generator, max_shift: i
     return torch.stack(out)
 
 
-def _image(case: Case, modality: str) -> Volume:
+def modality_volume(case: Case, modality: str) -> Volume:
+    """The case's CT (``"CT"``) or PET (``"PET"``): what a teacher of that modality sees."""
     return case.ct if modality == "CT" else case.pet
 
 
@@ -95,9 +96,9 @@ LESION_OBJECT_BASE = 100  # object ids of lesion components: 100, 101, ... (orga
 
 def object_map(label: np.ndarray) -> np.ndarray:
     """(X, Y, Z) int16 map of click objects: each organ class keeps its id, lesion component k (an
-    18-connected component of label 13, :func:`click_objects` order) gets ``LESION_OBJECT_BASE + k``."""
+    18-connected component of label 13, in scan order) gets ``LESION_OBJECT_BASE + k``."""
     out = label.astype(np.int16)
-    comps, n = ndimage.label(label == LESION, structure=ndimage.generate_binary_structure(3, 2))
+    comps, n = ndimage.label(label == LESION, structure=CONNECTIVITY_18)
     out[comps > 0] = LESION_OBJECT_BASE + comps[comps > 0] - 1
     return out
 
@@ -139,7 +140,7 @@ def sample_crop(
     vox = idx[rng.integers(len(idx))].astype(np.float64)
     world = (objects.map.affine @ [*vox, 1])[:3] + rng.normal(scale=jitter_mm, size=3)
     crop = CropGrid(objects.map.affine, world, contract.spacing_mm, contract.crop)
-    image = contract.normalise(crop.sample(_image(case, modality), contract.fill))
+    image = contract.normalise(crop.sample(modality_volume(case, modality), contract.fill))
     target = resample_to_grid(objects.map, (crop.size,) * 3, crop.affine, order=0).array == obj
     return image, target, LESION if obj >= LESION_OBJECT_BASE else obj
 
@@ -289,120 +290,3 @@ def pretrain_teacher(
             seconds = earlier_seconds + time.perf_counter() - t0
             _save_state(state_file, done, seconds, model, opt, sched, rng, settings)
     return model.eval()
-
-
-def click_objects(label: np.ndarray):
-    """(class id, object mask) pairs to evaluate: each organ class as one object, each lesion
-    (18-connected component of label 13) as its own object."""
-    for cls in LABEL_IDS:
-        mask = label == cls
-        if not mask.any():
-            continue
-        if cls != LESION:
-            yield cls, mask
-            continue
-        comps, n = ndimage.label(mask, structure=ndimage.generate_binary_structure(3, 2))
-        for i in range(1, n + 1):
-            yield cls, comps == i
-
-
-FIRST_CLICKS = ("deepest", "random")
-
-
-def evaluate_clicks(
-    model: Sam3D,
-    contract: InputContract,
-    cases: Sequence[Case],
-    modality: str,
-    n_clicks: Sequence[int] = (1, 3),
-    progress: bool = True,
-    first: str = "deepest",
-    seed: int = 0,
-) -> dict[int, dict[str, float]]:
-    """Zero-shot Dice per class after k clicks, on the full case grid.
-
-    Each object (an organ, or one lesion) gets its own session: the first click at the object's deepest
-    voxel (``first="deepest"``) or at a random voxel of it (``"random"``, drawn from ``seed``: users
-    do not click at the deepest point), later clicks at the deepest voxel of the largest error, the
-    previous low-res logits fed back. Returns ``{k: {class name: mean Dice over objects}}``.
-    """
-    if first not in FIRST_CLICKS:
-        raise ValueError(f"first must be one of {FIRST_CLICKS}, got {first!r}")
-    rng = np.random.default_rng(seed) if first == "random" else None
-    pred = Sam3DPredictor(model, contract)
-    scores: dict[int, dict[str, list[float]]] = {k: {} for k in n_clicks}
-    for case in tqdm(cases, desc=f"evaluate {modality} teacher", unit="case", disable=not progress):
-        vol = _image(case, modality)
-        pred.set_image(vol.array, vol.affine, modality)
-        for cls, target in click_objects(case.require_label().array):
-            clicks, labels, mask_input = [first_click(target, rng).tolist()], [1], None
-            for k in range(1, max(n_clicks) + 1):
-                res = pred.predict(points=clicks, labels=labels, mask_input=mask_input)
-                if k in scores:
-                    scores[k].setdefault(ID_TO_NAME[cls], []).append(binary_dice(res.mask, target))
-                nxt = next_click(target, res.mask)
-                if nxt is None:
-                    nxt = (np.array(clicks[-1]), labels[-1])
-                clicks.append(nxt[0].tolist())
-                labels.append(int(nxt[1]))
-                mask_input = res.low_res_logits
-    return {k: {name: float(np.mean(v)) for name, v in per.items()} for k, per in scores.items()}
-
-
-def degraded_prompt(target: torch.Tensor, low: float = 0.4, high: float = 0.7) -> tuple[torch.Tensor, float] | None:
-    """A student-like imperfect mask prompt of known quality for a (S, S, S) binary ``target``: its soft
-    mask at the decoder's resolution (S/4), shifted by 1, 2, ... low-res voxels along one axis, then
-    the next, until the prompt's Dice against the target (prompt > 0.5, upsampled nearest) lies in
-    [``low``, ``high``]. Returns ``(prompt (1, 1, S/4, S/4, S/4) in [0, 1], its Dice)``, or None when
-    no shift of up to a quarter of the crop lands there.
-    """
-    soft = F.avg_pool3d(target[None, None].float(), 4)
-    truth = target.bool()
-    for shift in range(1, soft.shape[-1] // 4 + 1):
-        for axis in (2, 3, 4):
-            m = torch.roll(soft, shifts=shift, dims=axis)
-            up = F.interpolate(m, scale_factor=4, mode="nearest")[0, 0] > 0.5
-            d = 2 * float((up & truth).sum()) / max(1.0, float(up.sum() + truth.sum()))
-            if low <= d <= high:
-                return m, d
-    return None
-
-
-@torch.no_grad()
-def evaluate_mask_prompts(
-    model: Sam3D, contract: InputContract, cases: Sequence[Case], modality: str, progress: bool = True
-) -> dict[str, float | int]:
-    """MuDuo's CT branch property: given an imperfect mask prompt of Dice d (0.4 <= d <= 0.7) and no
-    click, does the teacher answer better than d?
-
-    Per organ object of each case: a crop centred on its deepest voxel, the :func:`degraded_prompt` of
-    its crop-frame target (2 mm crop grid), the teacher's answer (upsampled logits > 0) scored on that
-    grid. Returns the mean prompt Dice, the mean answer Dice, the fraction of objects whose answer is
-    better, and the number of objects.
-    """
-    prompts, answers = [], []
-    for case in tqdm(cases, desc=f"mask prompts {modality}", unit="case", disable=not progress):
-        vol = _image(case, modality)
-        for cls, target in click_objects(case.require_label().array):
-            if cls == LESION:
-                continue
-            centre = (case.require_label().affine @ [*first_click(target), 1])[:3]
-            crop = CropGrid(case.require_label().affine, centre, contract.spacing_mm, contract.crop)
-            image = torch.from_numpy(contract.normalise(crop.sample(vol, contract.fill)))[None, None]
-            on_crop = resample_to_grid(case.require_label(), (crop.size,) * 3, crop.affine, order=0)
-            crop_target = torch.from_numpy(on_crop.array == cls)
-            made = degraded_prompt(crop_target)
-            if made is None:
-                continue
-            prompt, d = made
-            logits, _ = model.decode(model.image_encoder(image), points=None, mask=prompt)
-            up = F.interpolate(logits, size=crop_target.shape, mode="trilinear", align_corners=False)[0, 0] > 0
-            prompts.append(d)
-            answers.append(binary_dice(up.numpy(), crop_target.numpy()))
-    p, a = np.array(prompts), np.array(answers)
-    return {
-        "objects": int(len(p)),
-        "prompt_dice": float(p.mean()) if len(p) else float("nan"),
-        "answer_dice": float(a.mean()) if len(a) else float("nan"),
-        "answer_better_fraction": float((a > p).mean()) if len(p) else float("nan"),
-    }

@@ -8,6 +8,7 @@ from typing import Protocol
 import numpy as np
 from scipy import ndimage
 
+from mudo_app.evaluation.autopet import CONNECTIVITY_18
 from mudo_app.labels import LESION
 
 
@@ -46,7 +47,7 @@ def lesion_components(label: np.ndarray, lesion_voxels: np.ndarray) -> tuple[np.
         (18-connected components, numbered in scan order; within one, the voxel list's order), and
         ``counts``, each lesion's number of voxels, in that grouping.
     """
-    comps, n = ndimage.label(label == LESION, structure=ndimage.generate_binary_structure(3, 2))
+    comps, n = ndimage.label(label == LESION, structure=CONNECTIVITY_18)
     ids = comps[tuple(np.asarray(lesion_voxels).T)] if len(lesion_voxels) else np.zeros(0, np.int32)
     order = np.argsort(ids, kind="stable").astype(np.int32)
     counts = np.bincount(ids, minlength=n + 1)[1:]

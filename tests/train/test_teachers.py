@@ -11,7 +11,8 @@ from mudo_app.errors import InputError
 from mudo_app.models.sam3d import STANDIN_PET, build_sam3d
 from mudo_app.models.teachers import load_teacher, save_standin
 from mudo_app.synth import PhantomSettings, generate_cases
-from mudo_app.train.teachers import TeacherPretrainSettings, evaluate_clicks, pretrain_teacher, sample_crop
+from mudo_app.train.teacher_eval import evaluate_clicks
+from mudo_app.train.teachers import TeacherPretrainSettings, pretrain_teacher, sample_crop
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +204,7 @@ def test_an_interrupted_pretraining_resumes_to_the_uninterrupted_weights(cases, 
 
 
 def test_degraded_prompt_lands_in_the_asked_dice_range():
-    from mudo_app.train.teachers import degraded_prompt
+    from mudo_app.train.teacher_eval import degraded_prompt
 
     target = torch.zeros(128, 128, 128, dtype=torch.bool)
     target[40:80, 40:80, 40:80] = True
