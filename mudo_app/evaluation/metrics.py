@@ -23,6 +23,18 @@ def binary_dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * int((a & b).sum()) / total if total else float("nan")
 
 
+def predicted_as(gt: np.ndarray, pred: np.ndarray, cls: int, num_classes: int = 14) -> np.ndarray:
+    """Voxel counts ``(num_classes,)``: what ``pred`` calls the voxels that ``gt`` labels ``cls``.
+
+    Entry ``k`` counts the voxels with ``gt == cls`` and ``pred == k`` (entry ``cls`` is the true
+    positives). Sums over several cases say where a class's missed voxels go (e.g. lesion voxels
+    predicted as the neighbouring organ, or as background).
+    """
+    if gt.shape != pred.shape:
+        raise ValueError(f"labels {gt.shape} and {pred.shape} must have one shape")
+    return np.bincount(pred[gt == cls].ravel().astype(np.int64), minlength=num_classes)[:num_classes]
+
+
 def dice_per_class(gt: np.ndarray, pred: np.ndarray, classes: Iterable[int]) -> dict[int, float]:
     """Dice of each class present in ``gt`` or ``pred``; a class absent from both is left out.
 

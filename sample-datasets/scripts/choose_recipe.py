@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from mudo_app.bench.benchmark import score_student
+from mudo_app.bench.benchmark import VALIDATION_SEED, score_student
 from mudo_app.bench.machine import describe
 from mudo_app.io.atomic import write_json
 from mudo_app.models.checkpoint import load_student
@@ -37,7 +37,6 @@ from mudo_app.synth.writers import generate_cases, write_dataset
 from mudo_app.train.config import config_from_dict
 from mudo_app.train.trainer import Trainer
 
-VALIDATION_SEED = 3000
 LABELLED, UNLABELLED = 5, 15  # the standard preset's training data
 VARIANTS: dict[str, dict] = {
     "class_uniform": {},  # nnU-Net's draw: a present class uniformly (the lesion class 1/13 of the time)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mudo_app.evaluation.metrics import binary_dice, class_metrics
+from mudo_app.evaluation.metrics import binary_dice, class_metrics, predicted_as
 
 
 def _cube(shape, lo, hi, value=1):
@@ -62,3 +62,13 @@ def test_binary_dice_hand_computed_and_its_empty_mask_convention():
     assert np.isnan(binary_dice(np.zeros(5, bool), np.zeros(5, bool)))  # both empty: undefined
     with pytest.raises(ValueError, match="one shape"):
         binary_dice(a, b[:4])
+
+
+def test_predicted_as_counts_where_a_class_goes_hand_computed():
+    gt = np.array([[13, 13, 13, 13, 0], [2, 2, 13, 0, 0]])
+    pred = np.array([[13, 2, 2, 0, 13], [2, 0, 13, 0, 0]])
+    counts = predicted_as(gt, pred, 13)  # gt lesion voxels: pred 13, 2, 2, 0 and 13
+    assert counts.tolist() == [1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]
+    assert predicted_as(gt, pred, 5).sum() == 0
+    with pytest.raises(ValueError, match="one shape"):
+        predicted_as(gt, pred[:1], 13)
