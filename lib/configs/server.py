@@ -22,7 +22,7 @@ from mudo_app.io.volume import Volume
 from mudo_app.models.checkpoint import load_student, training_patch
 from mudo_app.models.teachers import Teacher, load_teacher
 from mudo_app.predict import predict_volume
-from mudo_app.resources import demo_student
+from mudo_app.resources import shipped_student
 from mudo_app.runtime.choices import PRECISIONS
 from mudo_app.transforms.intensity import StudentInput
 
@@ -60,8 +60,8 @@ PATHS = ("student", "ct_teacher", "pet_teacher", "model_dir", "auth_users", "pac
 @dataclass(frozen=True)
 class ServerConfig:
     """``model_dir``: where the served student is published (``muduo_student.pt``) and runs are kept;
-    ``student``: the initial student published there on first start (default: the demo student,
-    :func:`mudo_app.resources.demo_student`; None where no demo folder is known);
+    ``student``: the initial student published there on first start (default: the shipped student,
+    :func:`mudo_app.resources.shipped_student`);
     ``ct_teacher`` / ``pet_teacher``: official checkpoints (default: the shipped stand-ins);
     ``precision``: inference; the numeric limits: :data:`NUMBERS`;
     ``auth_users``: a users file (:mod:`lib.security`): authentication on; ``allowed_origins``: the
@@ -136,7 +136,7 @@ class ServerConfig:
             raise InputError(f"--conf precision must be one of {PRECISIONS}, got {precision!r}")
         return ServerConfig(
             model_dir=path("model_dir") or Path(app_dir) / "model",
-            student=path("student") or demo_student(),
+            student=path("student") or shipped_student(),
             ct_teacher=path("ct_teacher"),
             pet_teacher=path("pet_teacher"),
             precision=precision,
@@ -188,7 +188,7 @@ class Resources:
         path = self.config.published_student
         if not path.is_file():
             raise FileNotFoundError(
-                f"no student published at {path}: run `make demo`, or train one with POST /train/muduo"
+                f"no student published at {path}: start with `--conf student PATH`, or train one with POST /train/muduo"
             )
         with self._lock:
             mtime = os.stat(path).st_mtime_ns

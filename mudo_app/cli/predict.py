@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from mudo_app.errors import InputError
-from mudo_app.resources import demo_student, where_demo_is_looked_for
+from mudo_app.resources import shipped_student
 from mudo_app.runtime.choices import DEVICES, PRECISIONS
 
 SUFFIXES = (".nii.gz", ".nii")
@@ -43,7 +43,10 @@ def register(sub) -> None:
     many.add_argument("--output", type=Path, help="folder for <id><suffix> label files (not inside --input)")
     many.add_argument("--suffix", choices=SUFFIXES, default=".nii.gz", help="output file suffix (.nii: uncompressed)")
     p.add_argument(
-        "--model", type=Path, default=None, help="student checkpoint (default: the demo student made by `make demo`)"
+        "--model",
+        type=Path,
+        default=None,
+        help="student checkpoint (default: the shipped student, mudo_app/assets/student)",
     )
     p.add_argument(
         "--roi",
@@ -104,10 +107,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--overlap must be in [0, 1), got {args.overlap}")
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads must be at least 1, got {args.threads}")
-    model_path = args.model or demo_student()
-    if model_path is None or not model_path.is_file():
+    model_path = args.model or shipped_student()
+    if not model_path.is_file():
         if args.model is None:
-            raise InputError(f"no student checkpoint given (--model) and no demo student: {where_demo_is_looked_for()}")
+            raise InputError(f"the shipped student {model_path} is missing (reinstall mudo_app, or pass --model)")
         raise InputError(f"student checkpoint not found: {model_path}")
     cases, output_for = _jobs(args)
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))

@@ -37,8 +37,12 @@ def save_student(
     kwargs: dict[str, Any] | None = None,
     preprocessing: StudentInput | None = None,
     provenance: dict[str, Any] | None = None,
+    half: bool = False,
 ) -> Path:
-    """Publish a student checkpoint atomically (temporary file in the same folder, then rename)."""
+    """Publish a student checkpoint atomically (temporary file in the same folder, then rename).
+
+    ``half``: floating-point weights stored as fp16 (half the file; :func:`load_student` loads them into
+    the fp32 network)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     prep = preprocessing or StudentInput()
@@ -48,7 +52,10 @@ def save_student(
         "labels": label_names(),
         "preprocessing": {"ct_window": [float(v) for v in prep.ct_window]},
         "provenance": dict(provenance or {}),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": {
+            k: v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu()
+            for k, v in model.state_dict().items()
+        },
     }  # loadable anywhere
     with atomic_write(path) as tmp:
         torch.save(payload, tmp)

@@ -1,7 +1,7 @@
 """Latency of the MONAI Label server as a client sees it (HTTP round trip, MONAILabelClient).
 
 Starts the app on a scratch datastore (4 demo cases at 4 mm + 1 synthetic whole-body case at 2 mm,
-synthetic PET) with the demo student, then measures: prompt-free inference of a demo case and of the
+synthetic PET) with the shipped student, then measures: prompt-free inference of a demo case and of the
 whole-body case, click refinement (first click, and later clicks on the cached embedding) through
 each teacher, and the demo inference again while a MuDuo training run is going on.
 
@@ -50,10 +50,11 @@ def main() -> int:
     from monailabel.client import MONAILabelClient
 
     from mudo_app.bench.machine import describe
+    from mudo_app.resources import shipped_student
 
-    student = DEMO / "student" / "student.pt"
-    if not student.is_file():
-        raise SystemExit("run `make demo` first (the demo student is missing)")
+    student = shipped_student()
+    if not (DEMO / "datastore").is_dir():
+        raise SystemExit("run `make demo` first (the demo datastore is missing)")
     work = Path(tempfile.mkdtemp(prefix="muduo-bench-"))
     store = work / "store"
     for sub in ("pet", "labels/final", "ground_truth"):
