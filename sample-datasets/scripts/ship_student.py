@@ -104,7 +104,7 @@ def main() -> int:
         shipped_student_dir() / "report.json",
         {
             "machine": describe(),
-            "command": "sample-datasets/scripts/ship_student.py",
+            "command": " ".join(["sample-datasets/scripts/ship_student.py", *sys.argv[1:]]),
             "data": "demo datastore (make demo): synthetic seed 2026, 12 cases, 5 labelled; the PET is synthetic",
             "config": str(CONFIG.relative_to(REPO)),
             "validation": f"synthetic seed {VALIDATION_SEED}, cases 0..{VALIDATION_CASES - 1} (the choice)",
