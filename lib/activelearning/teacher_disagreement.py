@@ -10,8 +10,7 @@ from monailabel.interfaces.tasks.strategy import Strategy
 
 from lib.activelearning.served import RecentlyServed
 from lib.configs.server import Resources
-from mudo_app.distill.disagreement import disagreement
-from mudo_app.models.sam3d import Sam3DPredictor
+from mudo_app.distill.disagreement import case_disagreement
 
 logger = logging.getLogger(__name__)
 
@@ -31,14 +30,8 @@ class TeacherDisagreement(Strategy):
         if key not in self._scores:
             case = datastore.store.load_case(image_id)
             label = self.resources.predict(case.ct, case.pet).array
-            predictors = []
-            for modality, volume in (("CT", case.ct), ("PET", case.pet)):
-                teacher = self.resources.teacher(modality)
-                pred = Sam3DPredictor(teacher.model, teacher.contract, cache_size=16)
-                pred.set_image(volume.array, volume.affine, modality)
-                predictors.append(pred)
-            ct_teacher, pet_teacher = predictors
-            self._scores[key] = disagreement(label, ct_teacher, pet_teacher)
+            teachers = (self.resources.teacher("CT"), self.resources.teacher("PET"))
+            self._scores[key] = case_disagreement(label, case.ct, case.pet, teachers)
             logger.info(f"teacher disagreement of {image_id}: {self._scores[key]['score']:.3f}")
         return self._scores[key]
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from mudo_app.evaluation.metrics import binary_dice
+from mudo_app.io.volume import Volume
 from mudo_app.labels import ID_TO_NAME
 from mudo_app.models.sam3d import Sam3DPredictor
+from mudo_app.models.teachers import Teacher
 from mudo_app.prompts.clicks import first_click
 
 
@@ -34,3 +36,14 @@ def disagreement(
         per[ID_TO_NAME[cls]] = 0.5 * (teachers + student)
     score = float(np.mean(list(per.values()))) if per else 1.0
     return {"score": score, "per_structure": per}
+
+
+def case_disagreement(student_label: np.ndarray, ct: Volume, pet: Volume, teachers: tuple[Teacher, Teacher]) -> dict:
+    """:func:`disagreement` of one case: ``teachers`` (CT, PET) set on the case's ``ct`` and ``pet``
+    (the student's label map ``student_label`` is on the grid both are on)."""
+    predictors = []
+    for teacher, volume in zip(teachers, (ct, pet), strict=True):
+        predictor = Sam3DPredictor(teacher.model, teacher.contract, cache_size=16)
+        predictor.set_image(volume.array, volume.affine, teacher.modality)
+        predictors.append(predictor)
+    return disagreement(student_label, predictors[0], predictors[1])

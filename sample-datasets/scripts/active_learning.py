@@ -29,14 +29,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mudo_app.bench.benchmark import TEST_SEED_OFFSET, score_student
 from mudo_app.bench.machine import describe
-from mudo_app.distill.disagreement import disagreement
+from mudo_app.bench.scoring import TEST_SEED_OFFSET, score_student
+from mudo_app.distill.disagreement import case_disagreement
 from mudo_app.io.atomic import write_json
 from mudo_app.io.datastore import PetCtDatastore
 from mudo_app.io.volume import load_volume
 from mudo_app.models.checkpoint import load_student, training_patch
-from mudo_app.models.sam3d import Sam3DPredictor
 from mudo_app.models.teachers import load_teacher
 from mudo_app.predict import predict_arrays
 from mudo_app.synth import PhantomSettings
@@ -74,17 +73,12 @@ def train(store: Path, run: Path, preprocessed: Path, seed: int, iterations: int
 def disagreement_scores(store: PetCtDatastore, student: Path) -> dict[str, float]:
     """The server strategy's score of every unlabelled case, with the round-0 ``student``."""
     model, prep, meta = load_student(student)
-    teachers = [load_teacher("CT"), load_teacher("PET")]
+    teachers = (load_teacher("CT"), load_teacher("PET"))
     scores = {}
     for cid in store.unlabelled_ids():
         case = store.load_case(cid)
         label = predict_arrays(model, prep, case.ct.array, case.pet.array, roi=training_patch(meta))
-        predictors = []
-        for teacher, volume in zip(teachers, (case.ct, case.pet)):
-            pred = Sam3DPredictor(teacher.model, teacher.contract, cache_size=16)
-            pred.set_image(volume.array, volume.affine, teacher.modality)
-            predictors.append(pred)
-        scores[cid] = float(disagreement(label, *predictors)["score"])
+        scores[cid] = float(case_disagreement(label, case.ct, case.pet, teachers)["score"])
     return scores
 
 

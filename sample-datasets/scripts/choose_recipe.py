@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from mudo_app.bench.benchmark import VALIDATION_SEED, score_student
 from mudo_app.bench.machine import describe
+from mudo_app.bench.scoring import VALIDATION_SEED, score_student
 from mudo_app.io.atomic import write_json
 from mudo_app.models.checkpoint import load_student
 from mudo_app.synth import PhantomSettings

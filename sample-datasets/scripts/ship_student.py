@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -25,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from mudo_app.bench.benchmark import TEST_SEED_OFFSET, VALIDATION_SEED, score_student
 from mudo_app.bench.machine import describe
+from mudo_app.bench.scoring import TEST_SEED_OFFSET, VALIDATION_SEED, score_student
 from mudo_app.io.atomic import write_json
 from mudo_app.models.checkpoint import load_student, save_student
 from mudo_app.resources import shipped_student, shipped_student_dir
@@ -53,8 +54,7 @@ def train_candidates(work: Path) -> dict[str, Path]:
         if (run / "state.pt").is_file():
             cmd.append("--resume")
         elif run.exists():  # a run that never reached its first checkpoint: start it again
-            for f in run.iterdir():
-                f.unlink()
+            shutil.rmtree(run)
         jobs.append((method, run, subprocess.Popen(cmd, cwd=REPO)))
     for method, run, job in jobs:
         if job.wait() != 0:

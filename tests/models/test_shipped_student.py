@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mudo_app.bench.benchmark import TEST_SEED_OFFSET, score_student
+from mudo_app.bench.scoring import TEST_SEED_OFFSET, score_student
 from mudo_app.models.checkpoint import load_student, save_student
 from mudo_app.models.student import build_student
 from mudo_app.resources import shipped_student, shipped_student_dir
