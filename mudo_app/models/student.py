@@ -16,24 +16,39 @@ from mudo_app.labels import NUM_CLASSES
 
 
 def _unet(
-    channels: Sequence[int], in_channels: int = 2, out_channels: int = NUM_CLASSES, num_res_units: int = 1
+    channels: Sequence[int],
+    in_channels: int = 2,
+    out_channels: int = NUM_CLASSES,
+    num_res_units: int = 1,
+    full_resolution: bool = False,
 ) -> nn.Module:
+    """MONAI's UNet whose levels each halve the grid (stride 2); with ``full_resolution`` the first
+    level keeps the input grid (stride 1)."""
+    strides = (2,) * (len(channels) - 1)
+    if full_resolution:
+        strides = (1, *strides[1:])
     return UNet(
         spatial_dims=3,
         in_channels=in_channels,
         out_channels=out_channels,
         channels=channels,
-        strides=(2,) * (len(channels) - 1),
+        strides=strides,
         num_res_units=num_res_units,
     )
 
 
-# GFLOPs per (1, 2, 128, 128, 128) forward, torch FlopCounterMode: unet_lite 12.7, unet_small 42.6, unet 89.5
-# (the method's reference student: 291.6). CPU time of that forward on 2 cores: 0.19 s, 0.47 s, ~1 s.
+# GFLOPs per (1, 2, 128, 128, 128) forward, torch FlopCounterMode: unet_lite 12.7, unet_fullres 22.2,
+# unet_small 42.6, unet 89.5 (the method's reference student: 291.6; tests/models/test_student.py checks
+# the first two). CPU time of that forward on 2 cores: unet_lite 0.19 s, unet_small 0.47 s, unet ~1 s.
 STUDENTS: dict[str, Callable[..., nn.Module]] = {
     # 2.0 M parameters; 4 down-samplings, one convolution per level (input sides multiples of 16).
     # The default student: at most 1/10 of the reference's cost (see README, "Choosing the student").
     "unet_lite": lambda num_res_units=0, **kw: _unet((16, 32, 64, 128, 256), num_res_units=num_res_units, **kw),
+    # unet_lite below a thin full-resolution level (4 channels, stride 1): the last layer sees features
+    # of the input grid, not only of the half-resolution one (small lesions). 2.0 M parameters.
+    "unet_fullres": lambda num_res_units=0, **kw: _unet(
+        (4, 16, 32, 64, 128, 256), num_res_units=num_res_units, full_resolution=True, **kw
+    ),
     # 0.6 M parameters; strided MONAI UNet, 3 down-samplings (input sides must be multiples of 8)
     "unet_small": lambda **kw: _unet((16, 32, 64, 128), **kw),
     # 2.4 M parameters
