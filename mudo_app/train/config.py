@@ -65,6 +65,12 @@ class TrainConfig(ConsensusSettings):
     and rare, get their share of patches. ``dice``: the supervised Dice term per ``sample`` (MONAI's
     default: a class absent from a patch and not predicted counts as perfect) or over the whole
     ``batch`` (nnU-Net's batch Dice: one Dice per class over all labelled patches of the step).
+    ``lesion_paste``: lesion copy-paste augmentation, the probability that a labelled patch gets one
+    lesion of a labelled case (cases with lesions equally likely, then each of its lesions) pasted
+    centred on a random tissue voxel of the patch (:func:`mudo_app.transforms.patches.paste_lesion`);
+    0 (default): none, and the random stream of runs without it.
+    ``lesion_weight``: the lesion class's weight in the supervised Dice and cross-entropy terms (every
+    other class 1; default 1: unweighted, as nnU-Net).
     ``augment``: ``none`` (default) or ``flip_rot`` (the reference: random flips and axial 90-degree
     turns; they swap left and right, which this label map distinguishes: kidneys, lung lobes).
     ``optimiser``: ``adamw`` (default; converges within CPU budgets) or ``sgd`` (the reference:
@@ -103,6 +109,8 @@ class TrainConfig(ConsensusSettings):
     foreground_prob: float = 0.5
     lesion_share: float = 0.0
     dice: str = "sample"
+    lesion_weight: float = 1.0
+    lesion_paste: float = 0.0
     augment: str = "none"
     optimiser: str = "adamw"
     lr: float = 2e-3
@@ -164,11 +172,13 @@ class TrainConfig(ConsensusSettings):
         ranges = {
             "foreground_prob": (0 <= self.foreground_prob <= 1, "in [0, 1]"),
             "lesion_share": (0 <= self.lesion_share <= 1, "in [0, 1]"),
+            "lesion_paste": (0 <= self.lesion_paste <= 1, "in [0, 1]"),
             "ema_decay": (0 <= self.ema_decay < 1, "in [0, 1)"),
             "lr": (0 < self.lr < math.inf, "positive and finite"),
             "momentum": (0 <= self.momentum < 1, "in [0, 1)"),
             "weight_decay": (0 <= self.weight_decay < math.inf, "finite and not negative"),
             "lambda_max": (0 <= self.lambda_max < math.inf, "finite and not negative"),
+            "lesion_weight": (0 < self.lesion_weight < math.inf, "positive and finite"),
             "embedding_cache_mb": (0 <= self.embedding_cache_mb <= 2**30, "in [0, 2^30] MiB"),
         }
         for name, (ok, rule) in ranges.items():

@@ -37,7 +37,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ from mudo_app.io.volume import Volume, load_volume
 from mudo_app.labels import LESION, check_label_values
 from mudo_app.train.config import TrainConfig
 from mudo_app.transforms.intensity import StudentInput
-from mudo_app.transforms.patches import class_voxels, draw_start, lesion_components, pad_to
+from mudo_app.transforms.patches import class_voxels, draw_start, lesion_components, pad_to, paste_lesion
 
 FORMAT_VERSION = 2  # 2: lesion components for lesion-centred patches
 
@@ -103,6 +103,20 @@ class StoredCase:
     def lesion_voxel(self, p: int) -> np.ndarray:
         """The ``p``-th lesion voxel (3,) in the grouping by lesion (``lesions.npy``)."""
         return self.voxel(LESION, int(_read(self.file("lesions"), (slice(p, p + 1),))[0]))
+
+    def lesion_box(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Lesion ``k`` (``lesions.npy``'s grouping): the (2, Bi, Bj, Bk) student input of its bounding
+        box widened by one voxel on every side (within the grid: room for the pasted rim) and the
+        (Bi, Bj, Bk) bool mask of its voxels there."""
+        offset = sum(n for c, n in self.class_counts if c < LESION)
+        first = int(sum(self.lesion_counts[:k]))
+        order = _read(self.file("lesions"), (slice(first, first + self.lesion_counts[k]),))
+        lesion = _read(self.file("voxels"), (slice(offset, offset + dict(self.class_counts)[LESION]),))
+        where = lesion[order].astype(np.int64)
+        lo, hi = np.maximum(where.min(0) - 1, 0), np.minimum(where.max(0) + 2, self.shape)
+        mask = np.zeros(tuple(hi - lo), bool)
+        mask[tuple((where - lo).T)] = True
+        return _read(self.file("image"), (slice(None), *_window(lo, hi - lo))), mask
 
     def draw(
         self, size: Sequence[int], rng: np.random.Generator, foreground_prob: float, lesion_share: float = 0.0
@@ -322,14 +336,20 @@ def load_training_set(
     return TrainingSet(labelled, unlabelled_cases)
 
 
+PASTE_TISSUE = -0.5  # a pasted lesion is centred on a voxel above -500 HU (student CT scale): tissue, not air
+
+
 @dataclass
 class Draws:
     """One iteration's random draws: labelled ``(case, start, augmentation)``, unlabelled
-    ``(case, position, augmentation, point seed)`` and the fusion weights (classes, samples)."""
+    ``(case, position, augmentation, point seed)``, the fusion weights (classes, samples) and, per
+    labelled sample, the lesion pasted into it (config ``lesion_paste``): ``(source case, lesion,
+    seed of the place)`` or ``None`` (an empty list: none pasted)."""
 
     labelled: list[tuple[int, np.ndarray, Any]]
     unlabelled: list[tuple[int, int, Any, int]]
     alphas: np.ndarray
+    pastes: list[tuple[int, int, int] | None] = field(default_factory=list)
 
 
 @dataclass
@@ -350,16 +370,30 @@ class PatchReader:
         self.data, self.patch = data, tuple(patch)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="patch-reader")
 
-    def _read(self, labelled: list[tuple[Any, ...]], unlabelled: list[tuple[Any, ...]]) -> Patches:
+    def _read(self, labelled: list[tuple[Any, ...]], unlabelled: list[tuple[Any, ...]], pastes: list[Any]) -> Patches:
         lab = [self.data.labelled[ci] for ci, _, _ in labelled]
-        return Patches(
+        patches = Patches(
             [case.image_patch(start, self.patch) for case, (_, start, _) in zip(lab, labelled)],
             [case.label_patch(start, self.patch) for case, (_, start, _) in zip(lab, labelled)],
             [self.data.unlabelled[ci].patch(pos, self.patch) for ci, pos, _, _ in unlabelled],
         )
+        for image, label, paste in zip(patches.images, patches.labels, pastes):
+            if paste is not None:
+                self._paste(image, label, *paste)
+        return patches
 
-    def submit(self, labelled: list, unlabelled: list) -> Future[Patches]:
-        return self._pool.submit(self._read, labelled, unlabelled)
+    def _paste(self, image: np.ndarray, label: np.ndarray, source: int, lesion: int, seed: int) -> None:
+        """Paste lesion ``lesion`` of labelled case ``source``, centred on a random tissue voxel of the patch."""
+        tissue = np.argwhere(image[0] > PASTE_TISSUE)
+        if not len(tissue):
+            return
+        box, mask = self.data.labelled[source].lesion_box(lesion)
+        centre = tissue[np.random.default_rng(seed).integers(len(tissue))]
+        paste_lesion(image, label, box, mask, centre - np.array(mask.shape) // 2)
+
+    def submit(self, labelled: list, unlabelled: list, pastes: list | None = None) -> Future[Patches]:
+        """Read (and paste into) the patches of these draws in the background."""
+        return self._pool.submit(self._read, labelled, unlabelled, pastes or [])
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

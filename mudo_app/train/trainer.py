@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from mudo_app.distill.consensus import consistency_weight
 from mudo_app.errors import InputError
 from mudo_app.io.atomic import atomic_write, write_json
+from mudo_app.labels import LESION, NUM_CLASSES
 from mudo_app.models.checkpoint import load_student, save_student
 from mudo_app.models.loading import read_checkpoint
 from mudo_app.models.student import build_student
@@ -100,8 +101,15 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimiser, lambda it: max(0.0, 1 - it / c.iterations) ** 0.9
         )
+        class_weight = torch.ones(NUM_CLASSES, device=self.device)
+        class_weight[LESION] = c.lesion_weight
         self.loss_fn = DiceCELoss(
-            to_onehot_y=True, softmax=True, lambda_dice=0.5, lambda_ce=0.5, batch=c.dice == "batch"
+            to_onehot_y=True,
+            softmax=True,
+            lambda_dice=0.5,
+            lambda_ce=0.5,
+            batch=c.dice == "batch",
+            weight=None if c.lesion_weight == 1 else class_weight,
         )
         self.rng = np.random.default_rng(c.seed)
         self.model = self.net
@@ -153,17 +161,35 @@ class Trainer:
                 pos = int(self.rng.integers(len(starts)))
                 unl.append((ci, pos, self._augmentation(), int(self.rng.integers(2**31))))
         alphas = self.rng.uniform(0.0, 1.0, size=(len(c.class_ids), max(len(unl), 1)))
-        return Draws(lab, unl, alphas)
+        return Draws(lab, unl, alphas, self._draw_pastes(data, len(lab)))
 
-    def _local(self, draws: Draws) -> tuple[list, list]:
-        """This rank's block of the global batch's labelled and unlabelled draws."""
-        lab, unl = draws.labelled, draws.unlabelled
-        return lab[self.shard.take(len(lab))], unl[self.shard.take(len(unl))] if unl else []
+    def _draw_pastes(self, data: TrainingSet, n: int) -> list[tuple[int, int, int] | None]:
+        """Per labelled sample, with probability ``lesion_paste``, a lesion of a labelled case (cases with
+        lesions equally likely, then its lesions) to paste into it. No draw at all when ``lesion_paste``
+        is 0, so such runs keep the random stream they always had."""
+        sources = [i for i, case in enumerate(data.labelled) if case.lesion_counts]
+        if self.config.lesion_paste == 0 or not sources:
+            return []
+        pastes: list[tuple[int, int, int] | None] = []
+        for _ in range(n):
+            if self.rng.random() < self.config.lesion_paste:
+                ci = sources[int(self.rng.integers(len(sources)))]
+                k = int(self.rng.integers(len(data.labelled[ci].lesion_counts)))
+                pastes.append((ci, k, int(self.rng.integers(2**31))))
+            else:
+                pastes.append(None)
+        return pastes
+
+    def _local(self, draws: Draws) -> tuple[list, list, list]:
+        """This rank's block of the global batch's labelled, unlabelled and paste draws."""
+        lab, unl, pastes = draws.labelled, draws.unlabelled, draws.pastes
+        block = self.shard.take(len(lab))
+        return lab[block], unl[self.shard.take(len(unl))] if unl else [], pastes[block] if pastes else []
 
     def step(self, data: TrainingSet, draws: Draws, patches: Patches) -> dict[str, float]:
         """One iteration on this rank's share of ``draws``, whose arrays ``patches`` holds."""
         c, shard = self.config, self.shard
-        lab, unl_local = self._local(draws)
+        lab, unl_local, _ = self._local(draws)
         alphas = draws.alphas
         xs = [aug.apply(torch.from_numpy(x)) for x, (_, _, aug) in zip(patches.images, lab)]
         ys = [aug.apply(torch.from_numpy(y)) for y, (_, _, aug) in zip(patches.labels, lab)]

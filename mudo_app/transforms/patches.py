@@ -54,6 +54,42 @@ def lesion_components(label: np.ndarray, lesion_voxels: np.ndarray) -> tuple[np.
     return order, tuple(int(c) for c in counts)
 
 
+def paste_lesion(
+    image: np.ndarray,
+    label: np.ndarray,
+    lesion_image: np.ndarray,
+    lesion_mask: np.ndarray,
+    corner: Sequence[int],
+) -> int:
+    """Paste one lesion into a training patch, in place (lesion copy-paste augmentation).
+
+    Args:
+        image: (2, Pi, Pj, Pk) student input of the patch, [CT, PET] (:class:`StudentInput` scale).
+        label: (Pi, Pj, Pk) label of the patch.
+        lesion_image: (2, Bi, Bj, Bk) student input of the lesion's bounding box in its own case.
+        lesion_mask: (Bi, Bj, Bk) bool, the lesion's voxels in that box.
+        corner: where the box's voxel [0, 0, 0] lands in the patch (the box may reach outside it:
+            what lies outside is dropped).
+
+    On the lesion's voxels the CT is replaced and the label becomes :data:`LESION`; the PET becomes
+    the larger of the two on the lesion dilated by one voxel (the source's blurred rim comes along, a
+    hotter target stays hot). Returns the number of lesion voxels pasted.
+    """
+    lo = np.maximum(np.asarray(corner, np.int64), 0)
+    hi = np.minimum(np.asarray(corner, np.int64) + lesion_mask.shape, label.shape)
+    if np.any(hi <= lo):
+        return 0
+    src = tuple(slice(int(a - c), int(b - c)) for a, b, c in zip(lo, hi, corner))
+    dst = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    mask = lesion_mask[src]
+    rim = ndimage.binary_dilation(lesion_mask, iterations=1)[src]
+    ct, pet = image[0][dst], image[1][dst]  # views into the patch
+    ct[mask] = lesion_image[0][src][mask]
+    pet[rim] = np.maximum(pet[rim], lesion_image[1][src][rim])
+    label[dst][mask] = LESION
+    return int(mask.sum())
+
+
 def draw_start(
     shape: Sequence[int],
     size: Sequence[int],

@@ -5,7 +5,7 @@ Trains students on the benchmark's training data (generator seed 0: 5 labelled c
 budget), and scores each on *validation* cases from generator seed 3000, which is neither the
 benchmark's training seed (0) nor its test seed (1000). Two questions:
 
-* which patch sampling and Dice reduction let a 5-label supervised student find lesions
+* which patch sampling, Dice reduction and student let a 5-label supervised student find lesions
   (``--variants``, method ``supervised``);
 * which budget makes ``fully_supervised`` beat ``supervised`` by >= 8 Dice points (``--methods
   supervised fully_supervised --iterations N ...``).
@@ -43,6 +43,9 @@ VARIANTS: dict[str, dict] = {
     "batch_dice": {"dice": "batch"},
     "lesion_half": {"lesion_share": 0.5},
     "lesion_half_batch_dice": {"lesion_share": 0.5, "dice": "batch"},
+    "full_res_batch_dice": {"student": "unet_fullres", "dice": "batch"},  # a full-resolution first level
+    "lesion_weight3_batch_dice": {"lesion_weight": 3.0, "dice": "batch"},  # the lesion class weighted 3 in the loss
+    "lesion_paste_batch_dice": {"lesion_paste": 0.5, "dice": "batch"},  # lesion copy-paste into half the patches
 }
 
 

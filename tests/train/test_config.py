@@ -67,6 +67,10 @@ def test_load_json_and_toml_with_overrides(tmp_path):
         ({"iou_threshold": 2.0}, "'iou_threshold'"),
         ({"seed": -3}, "'seed'"),
         ({"threads": 0}, "'threads'"),
+        ({"lesion_paste": 1.5}, "'lesion_paste'"),
+        ({"lesion_paste": float("nan")}, "'lesion_paste'"),
+        ({"lesion_weight": 0.0}, "'lesion_weight'"),
+        ({"lesion_weight": float("inf")}, "'lesion_weight'"),
     ],
 )
 def test_each_bad_value_names_its_own_field_only(values, field):

@@ -12,7 +12,7 @@ from mudo_app.train.config import config_from_dict
 from mudo_app.train.data import load_training_set, preprocessed_folder
 from mudo_app.train.methods import build_method
 from mudo_app.transforms.intensity import StudentInput
-from mudo_app.transforms.patches import ArrayCase, pad_to
+from mudo_app.transforms.patches import ArrayCase, class_voxels, lesion_components, pad_to
 
 PATCH = [32, 32, 32]
 
@@ -119,3 +119,25 @@ def test_no_labelled_case_is_refused(tmp_path):
     with pytest.raises(InputError, match="no labelled case"):
         _load(_config(root, tmp_path / "o"))
     assert not (tmp_path / "o").exists()
+
+
+def test_lesion_box_is_the_lesion_with_a_one_voxel_margin(datastore, tmp_path):
+    data = _load(_config(datastore, tmp_path))
+    store = PetCtDatastore(datastore)
+    stored = next(c for c in data.labelled if c.lesion_counts)
+    case = store.load_case(stored.case_id)
+    image = StudentInput()(case.ct.array, case.pet.array)
+    label = case.require_label().array.astype(np.int64)
+    lesion_list = class_voxels(label)[13]
+    order, counts = lesion_components(label, lesion_list)
+    assert stored.lesion_counts == counts
+    first = 0
+    for k, count in enumerate(counts):
+        voxels = lesion_list[order[first : first + count]]
+        first += count
+        lo = np.maximum(voxels.min(0) - 1, 0)
+        hi = np.minimum(voxels.max(0) + 2, label.shape)
+        box, mask = stored.lesion_box(k)
+        assert mask.shape == tuple(hi - lo) and mask.sum() == count
+        assert mask[tuple((voxels - lo).T)].all()
+        np.testing.assert_array_equal(box, image[(slice(None), *(slice(a, b) for a, b in zip(lo, hi)))])

@@ -14,6 +14,7 @@ from mudo_app.cli import main
 from mudo_app.errors import InputError
 from mudo_app.models.checkpoint import load_student
 from mudo_app.train.config import config_from_dict
+from mudo_app.train.data import PatchReader, load_training_set
 from mudo_app.train.trainer import Trainer
 
 GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -120,6 +121,34 @@ def test_baselines_run_in_the_same_harness(datastore, tmp_path, method):
         assert all(r["consistency"] > 0 and r["lambda"] > 0 for r in log), log
     else:  # supervised baselines: no consistency term at all
         assert all(r["consistency"] == 0.0 and r["loss"] == r["supervised"] for r in log), log
+
+
+def test_lesion_paste_and_lesion_weight_change_what_the_student_learns_from(datastore, tmp_path):
+    """``lesion_paste`` puts a labelled lesion into the patches (more lesion voxels, another loss);
+    ``lesion_weight`` weights the lesion class in both terms of the loss; neither changes the draws."""
+    runs = {}
+    for name, extra in {"plain": {}, "paste": {"lesion_paste": 1.0}, "weight": {"lesion_weight": 3.0}}.items():
+        cfg = _config(datastore, tmp_path / name, method="supervised", iterations=2, **extra)
+        trainer = Trainer(cfg, progress=False)
+        trainer.run()
+        runs[name] = (trainer, _log(tmp_path / name))
+    paste = runs["paste"][0]
+    data = load_training_set(paste.config, unlabelled=None)
+    assert any(c.lesion_counts for c in data.labelled), "the fixture's labelled cases should have lesions"
+    draws = paste._draw(data)
+    assert len(draws.pastes) == len(draws.labelled) and all(p is not None for p in draws.pastes)
+    reader = PatchReader(data, PATCH)
+    try:
+        with_paste = reader.submit(*paste._local(draws)).result()
+        without = reader.submit(draws.labelled, draws.unlabelled).result()
+    finally:
+        reader.close()
+    assert sum((y == 13).sum() for y in with_paste.labels) > sum((y == 13).sum() for y in without.labels)
+    weight = runs["weight"][0].loss_fn.dice.class_weight
+    assert weight.tolist() == [1.0] * 13 + [3.0]
+    assert runs["plain"][0].loss_fn.dice.class_weight is None
+    plain = [r["loss"] for r in runs["plain"][1]]
+    assert [r["loss"] for r in runs["paste"][1]] != plain and [r["loss"] for r in runs["weight"][1]] != plain
 
 
 def test_resume_reproduces_an_uninterrupted_run(datastore, tmp_path):

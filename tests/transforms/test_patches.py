@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mudo_app.transforms.patches import class_voxels, draw_start, lesion_components, random_patch
+from mudo_app.transforms.patches import class_voxels, draw_start, lesion_components, paste_lesion, random_patch
 
 
 def _label() -> np.ndarray:
@@ -63,3 +63,33 @@ def test_zero_share_keeps_the_class_uniform_random_stream():
             lesion_voxel=lambda p: voxels[13][order[p]],
         )
         np.testing.assert_array_equal(old, new)
+
+
+def test_paste_lesion_by_hand():
+    """A 2-voxel lesion pasted with its box reaching past the patch's corner: CT replaced on the mask,
+    PET the larger value on the mask dilated by one voxel, label LESION on the mask, outside dropped."""
+    image = np.zeros((2, 4, 4, 4), np.float32)
+    image[1] = 1.0  # PET 1 everywhere
+    image[1, 0, 0, 2] = 9.0  # a hotter target voxel on the rim stays hot
+    label = np.ones((4, 4, 4), np.int64)
+    box = np.zeros((2, 3, 1, 1), np.float32)
+    box[0] = 0.5  # lesion CT
+    box[1] = [[[5.0]], [[6.0]], [[0.5]]]  # lesion PET; the box's last voxel is outside the lesion
+    mask = np.array([True, True, False]).reshape(3, 1, 1)
+    # the box [0..2] along i lands at i = -1..1: its first voxel (a lesion voxel) falls outside the patch
+    assert paste_lesion(image, label, box, mask, (-1, 0, 1)) == 1
+    assert label[0, 0, 1] == 13 and (label == 13).sum() == 1
+    assert image[0, 0, 0, 1] == 0.5 and (image[0] != 0).sum() == 1
+    # PET: rim = the mask dilated by one voxel, inside the box (i 0..1 of the patch at j 0, k 1)
+    assert image[1, 0, 0, 1] == 6.0  # max(1, 6)
+    assert image[1, 1, 0, 1] == 1.0  # rim voxel, source 0.5 < target 1
+    assert image[1, 0, 0, 2] == 9.0  # outside the box: untouched
+    assert (image[1] == 1.0).sum() == 64 - 2
+
+
+def test_paste_lesion_wholly_outside_changes_nothing():
+    image, label = np.zeros((2, 4, 4, 4), np.float32), np.zeros((4, 4, 4), np.int64)
+    box, mask = np.ones((2, 2, 2, 2), np.float32), np.ones((2, 2, 2), bool)
+    assert paste_lesion(image, label, box, mask, (4, 0, 0)) == 0
+    assert paste_lesion(image, label, box, mask, (-2, 0, 0)) == 0
+    assert not image.any() and not label.any()
