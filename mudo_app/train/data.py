@@ -91,14 +91,19 @@ class StoredCase:
         return _part(self.stem, part)
 
     # ---- labelled cases -----------------------------------------------------------------------
-    def voxel(self, cls: int, r: int) -> np.ndarray:
-        """The ``r``-th voxel (3,) of class ``cls`` (the order of :func:`class_voxels`)."""
+    def _class_rows(self, cls: int) -> slice:
+        """The rows of ``voxels.npy`` that hold class ``cls`` (classes ascending); KeyError if absent."""
         offset = 0
         for c, n in self.class_counts:
             if c == cls:
-                return _read(self.file("voxels"), (slice(offset + r, offset + r + 1),))[0].astype(np.int64)
+                return slice(offset, offset + n)
             offset += n
         raise KeyError(cls)
+
+    def voxel(self, cls: int, r: int) -> np.ndarray:
+        """The ``r``-th voxel (3,) of class ``cls`` (the order of :func:`class_voxels`)."""
+        first = self._class_rows(cls).start + r
+        return _read(self.file("voxels"), (slice(first, first + 1),))[0].astype(np.int64)
 
     def lesion_voxel(self, p: int) -> np.ndarray:
         """The ``p``-th lesion voxel (3,) in the grouping by lesion (``lesions.npy``)."""
@@ -108,11 +113,9 @@ class StoredCase:
         """Lesion ``k`` (``lesions.npy``'s grouping): the (2, Bi, Bj, Bk) student input of its bounding
         box widened by one voxel on every side (within the grid: room for the pasted rim) and the
         (Bi, Bj, Bk) bool mask of its voxels there."""
-        offset = sum(n for c, n in self.class_counts if c < LESION)
         first = int(sum(self.lesion_counts[:k]))
         order = _read(self.file("lesions"), (slice(first, first + self.lesion_counts[k]),))
-        lesion = _read(self.file("voxels"), (slice(offset, offset + dict(self.class_counts)[LESION]),))
-        where = lesion[order].astype(np.int64)
+        where = _read(self.file("voxels"), (self._class_rows(LESION),))[order].astype(np.int64)
         lo, hi = np.maximum(where.min(0) - 1, 0), np.minimum(where.max(0) + 2, self.shape)
         mask = np.zeros(tuple(hi - lo), bool)
         mask[tuple((where - lo).T)] = True

@@ -101,17 +101,20 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimiser, lambda it: max(0.0, 1 - it / c.iterations) ** 0.9
         )
-        class_weight = torch.ones(NUM_CLASSES, device=self.device)
-        class_weight[LESION] = c.lesion_weight
+        class_weight = None  # unweighted unless the lesion class is weighted (config lesion_weight)
+        if c.lesion_weight != 1:
+            class_weight = torch.ones(NUM_CLASSES, device=self.device)
+            class_weight[LESION] = c.lesion_weight
         self.loss_fn = DiceCELoss(
             to_onehot_y=True,
             softmax=True,
             lambda_dice=0.5,
             lambda_ce=0.5,
             batch=c.dice == "batch",
-            weight=None if c.lesion_weight == 1 else class_weight,
+            weight=class_weight,
         )
         self.rng = np.random.default_rng(c.seed)
+        self.paste_sources = [i for i, case in enumerate(data.labelled) if case.lesion_counts]  # lesion_paste
         self.model = self.net
         if dist.is_initialized():  # under torchrun (also with one process: the nccl/gloo path is the same)
             ids = [self.device] if self.device.type == "cuda" else None
@@ -167,7 +170,7 @@ class Trainer:
         """Per labelled sample, with probability ``lesion_paste``, a lesion of a labelled case (cases with
         lesions equally likely, then its lesions) to paste into it. No draw at all when ``lesion_paste``
         is 0, so such runs keep the random stream they always had."""
-        sources = [i for i, case in enumerate(data.labelled) if case.lesion_counts]
+        sources = self.paste_sources
         if self.config.lesion_paste == 0 or not sources:
             return []
         pastes: list[tuple[int, int, int] | None] = []
