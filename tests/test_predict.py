@@ -135,6 +135,68 @@ def test_layerwise_sliding_window_equals_the_whole_volume_for_a_pointwise_model(
     assert window_starts(90, 32, 0.25) == [0, 19, 39, 58] and window_starts(20, 32, 0.25) == [0]
 
 
+@pytest.mark.parametrize(
+    "shape,roi,overlap",
+    [((70, 50, 90), (32, 32, 32), 0.25), ((20, 50, 33), (32, 32, 32), 0.5), ((71, 33, 97), (16, 16, 16), 0.6)],
+)
+def test_a_head_applied_once_equals_the_whole_volume_when_the_body_is_local(shape, roi, overlap):
+    """A body that sees only its own 2x2x2 block gives every window the whole volume's features, so
+    blending them and running the transposed-convolution head once over the volume must give the
+    whole volume's output: any error of the band bookkeeping (halo slices, head offsets, odd sizes,
+    a volume smaller than a window, padding to the stride) shows as a mismatch."""
+    from mudo_app.predict import predict_arrays
+    from mudo_app.transforms.intensity import StudentInput
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv3d(2, 32, 2, stride=2), torch.nn.ConvTranspose3d(32, 14, 3, 2, 1, 1)).eval()
+    rng = np.random.default_rng(0)
+    ct = rng.normal(0, 300, shape).astype(np.float32)
+    pet = rng.gamma(1, 1, shape).astype(np.float32)
+    got = predict_arrays(net, StudentInput(), ct, pet, roi=roi, overlap=overlap)
+    # the predictor pads with edge values to a window and to an even size; so does the reference
+    pad = [-(-max(s, r) // 2) * 2 - s for s, r in zip(shape, roi)]
+    x = torch.from_numpy(StudentInput()(ct, pet))[None]
+    x = torch.nn.functional.pad(x, (0, pad[2], 0, pad[1], 0, pad[0]), mode="replicate")
+    with torch.no_grad():
+        want = net(x).argmax(1)[0, : shape[0], : shape[1], : shape[2]].numpy()
+    assert got.shape == shape
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="multiple of the network's last stride"):
+        predict_arrays(net, StudentInput(), ct, pet, roi=(31, 32, 32))
+
+
+def test_axis_weights_sum_to_one_over_the_covering_windows():
+    """Two 3-voxel windows at 0 and 2 on 5 voxels: Gaussian [a, 1, a] with a = exp(-0.5 (1 / 0.375)^2);
+    voxel 2 is covered by both with weight a each, so each gets 1/2; the others by one window."""
+    from mudo_app.predict import axis_weights
+
+    w = axis_weights(5, [0, 2], 3)
+    torch.testing.assert_close(w, torch.tensor([[1.0, 1.0, 0.5], [0.5, 1.0, 1.0]]))
+    w = axis_weights(90, [0, 19, 39, 58], 32)
+    total = torch.zeros(90)
+    for s, row in zip([0, 19, 39, 58], w):
+        total[s : s + 32] += row
+    torch.testing.assert_close(total, torch.ones(90))
+
+
+def test_the_shipped_student_agrees_with_monai_sliding_windows():
+    """The head once per volume against MONAI's sliding window (the head in every window, Gaussian
+    importance map): the same labels on nearly every voxel of a synthetic case."""
+    from monai.inferers import sliding_window_inference
+
+    from mudo_app.predict import predict_arrays
+    from mudo_app.resources import shipped_student
+
+    model, prep, meta = load_student(shipped_student())
+    case = generate_cases(4, 0, 1, PhantomSettings())[0]
+    got = predict_arrays(model, prep, case.ct.array, case.pet.array, roi=(64, 64, 64))
+    x = torch.from_numpy(prep(case.ct.array, case.pet.array))[None]
+    with torch.no_grad():
+        logits = sliding_window_inference(x, (64, 64, 64), 4, model, overlap=0.25, mode="gaussian", sigma_scale=0.125)
+    want = logits.argmax(1)[0].numpy()
+    assert (got == want).mean() > 0.99
+
+
 def _untrained_and_random_case(shape):
     """A seeded untrained unet_lite and random CT (HU) / PET (SUV) arrays of ``shape``."""
     torch.manual_seed(0)

@@ -61,3 +61,25 @@ def build_student(name: str = "unet_lite", **kwargs: Any) -> nn.Module:
     if name not in STUDENTS:
         raise ValueError(f"unknown student {name!r}; choose one of {sorted(STUDENTS)}")
     return STUDENTS[name](**kwargs)
+
+
+def split_head(model: nn.Module) -> tuple[nn.Module, nn.ConvTranspose3d | None]:
+    """``(body, head)`` with ``model(x) == head(body(x))`` when the network ends in a plain transposed
+    convolution (MONAI's UNet with ``num_res_units=0``: unet_lite, unet_fullres; any ``nn.Sequential``
+    whose last layer is one), else ``(model, None)``.
+
+    The head is linear, so a sliding window can blend the body's features and apply the head once to
+    the whole volume instead of once per overlapping window (:func:`mudo_app.predict.predict_arrays`).
+    """
+    if isinstance(model, UNet):  # its forward is its .model's
+        body, head = split_head(model.model)
+        return (body, head) if head is not None else (model, None)
+    if not isinstance(model, nn.Sequential) or len(model) == 0:
+        return model, None
+    *front, last = list(model.children())
+    if isinstance(last, nn.ConvTranspose3d) and last.groups == 1 and tuple(last.dilation) == (1, 1, 1):
+        return nn.Sequential(*front), last
+    inner, head = split_head(last)
+    if head is None:
+        return model, None
+    return nn.Sequential(*front, inner), head

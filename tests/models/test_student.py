@@ -7,7 +7,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from mudo_app.labels import NUM_CLASSES
-from mudo_app.models.student import STUDENTS, build_student
+from mudo_app.models.student import STUDENTS, build_student, split_head
 
 REFERENCE_GFLOPS_128 = 291.6  # the method's reference student, per (1, 2, 128^3) forward
 
@@ -40,3 +40,19 @@ def test_fullres_student_has_a_full_resolution_level_within_a_tenth_of_the_refer
 def test_unknown_student_is_refused():
     with pytest.raises(ValueError, match="unknown student 'unet_huge'"):
         build_student("unet_huge")
+
+
+def test_split_head_takes_off_the_last_transposed_convolution():
+    """model(x) == head(body(x)) for the students without residual units; the others keep their head."""
+    torch.manual_seed(0)
+    for name in ("unet_lite", "unet_fullres"):
+        net = build_student(name).eval()
+        body, head = split_head(net)
+        assert isinstance(head, torch.nn.ConvTranspose3d) and head.out_channels == NUM_CLASSES
+        x = torch.randn(1, 2, 32, 32, 32)
+        with torch.no_grad():
+            torch.testing.assert_close(head(body(x)), net(x))
+    net = build_student("unet_small")  # ends in a residual unit after its transposed convolution
+    assert split_head(net) == (net, None)
+    plain = torch.nn.Conv3d(2, 14, 1)
+    assert split_head(plain) == (plain, None)
