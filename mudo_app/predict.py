@@ -197,7 +197,7 @@ def predict_arrays(
     starts = [window_starts(grid[a], froi[a], overlap) for a in range(3)]  # on the features' grid
     weights = [axis_weights(grid[a], starts[a], froi[a]).to(device) for a in range(3)]
     batch = max(1, BATCH_VOXELS // int(np.prod(roi)))
-    layer = [(i0, j0) for i0 in starts[0] for j0 in starts[1]]
+    layer = [(a, b) for a in range(len(starts[0])) for b in range(len(starts[1]))]  # window indices along i, j
     _, kernel, padding = _along_k(head)
     depth = froi[2] + (kernel if head is not None else 0)  # a layer of windows and the head's halo
     out = np.zeros(full, np.uint8)
@@ -208,7 +208,7 @@ def predict_arrays(
     for n, k0 in enumerate(starts[2]):
         for b0 in range(0, len(layer), batch):
             where = layer[b0 : b0 + batch]
-            corners = [(i * step[0], j * step[1], k0 * step[2]) for i, j in where]  # on the input grid
+            corners = [(starts[0][a] * step[0], starts[1][b] * step[1], k0 * step[2]) for a, b in where]  # input grid
             windows = torch.stack([x[a : a + roi[0], b : b + roi[1], c : c + roi[2]] for a, b, c in corners])
             windows = windows.permute(0, 4, 1, 2, 3).to(device)  # (B, 2, ...) with channels-last strides
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -219,9 +219,9 @@ def predict_arrays(
                 feats = torch.empty((batch, *answer.shape[1:]), device=device)
                 blend = _Blend(head, grid, depth, answer.shape[-1], device, bf16)
             feats[: len(where)].copy_(answer)
-            for w, (i, j) in enumerate(where):
-                wx, wy, wz = weights[0][starts[0].index(i)], weights[1][starts[1].index(j)], weights[2][n]
-                blend.add(feats[w], i, j, k0, (wx[:, None, None] * wy[None, :, None] * wz[None, None, :])[..., None])
+            for w, (a, b) in enumerate(where):
+                weight = weights[0][a][:, None, None] * weights[1][b][None, :, None] * weights[2][n][None, None, :]
+                blend.add(feats[w], starts[0][a], starts[1][b], k0, weight[..., None])
             bar.update(len(where))
         assert blend is not None  # every layer holds at least one window
         # output slices that receive nothing from the next layer of windows are final

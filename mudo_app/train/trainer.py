@@ -42,8 +42,9 @@ from mudo_app.models.student import build_student
 from mudo_app.runtime.devices import resolve_device
 from mudo_app.runtime.distributed import Shard
 from mudo_app.train.config import TrainConfig, config_from_dict
-from mudo_app.train.data import Draws, Patches, PatchReader, TrainingSet, load_training_set
+from mudo_app.train.data import TrainingSet, load_training_set
 from mudo_app.train.methods import Method, build_method
+from mudo_app.train.patch_reader import Draws, Patches, PatchReader
 from mudo_app.transforms.augment import FlipRot
 from mudo_app.transforms.intensity import StudentInput
 

@@ -14,7 +14,8 @@ from mudo_app.cli import main
 from mudo_app.errors import InputError
 from mudo_app.models.checkpoint import load_student
 from mudo_app.train.config import config_from_dict
-from mudo_app.train.data import PatchReader, load_training_set
+from mudo_app.train.data import load_training_set
+from mudo_app.train.patch_reader import PatchReader
 from mudo_app.train.trainer import Trainer
 
 GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
