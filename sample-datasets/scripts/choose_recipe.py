@@ -46,6 +46,7 @@ VARIANTS: dict[str, dict] = {
     "full_res_batch_dice": {"student": "unet_fullres", "dice": "batch"},  # a full-resolution first level
     "lesion_weight3_batch_dice": {"lesion_weight": 3.0, "dice": "batch"},  # the lesion class weighted 3 in the loss
     "lesion_paste_batch_dice": {"lesion_paste": 0.5, "dice": "batch"},  # lesion copy-paste into half the patches
+    "lesion_paste1_batch_dice": {"lesion_paste": 1.0, "dice": "batch"},  # a lesion pasted into every labelled patch
 }
 
 
