@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -203,7 +204,6 @@ def predict_arrays(
     out = np.zeros(full, np.uint8)
     bar = tqdm(total=len(layer) * len(starts[2]), unit="window", leave=False, disable=not progress)
     blend: _Blend | None = None
-    feats: torch.Tensor | None = None  # (B, x, y, k, channel) fp32, one batch of window outputs, reused
     emitted = 0  # output slices along k before this one are written
     for n, k0 in enumerate(starts[2]):
         for b0 in range(0, len(layer), batch):
@@ -215,13 +215,11 @@ def predict_arrays(
                 answer = body(windows).permute(0, 2, 3, 4, 1)  # a view: the output is channels-last
             if tuple(answer.shape[1:4]) != froi:
                 raise ValueError(f"the network maps a {roi} window to {tuple(answer.shape[1:4])}, not {froi}")
-            if feats is None or blend is None:
-                feats = torch.empty((batch, *answer.shape[1:]), device=device)
+            if blend is None:
                 blend = _Blend(head, grid, depth, answer.shape[-1], device, bf16)
-            feats[: len(where)].copy_(answer)
-            for w, (a, b) in enumerate(where):
+            for w, (a, b) in enumerate(where):  # a bf16 answer is blended in fp32 (type promotion)
                 weight = weights[0][a][:, None, None] * weights[1][b][None, :, None] * weights[2][n][None, None, :]
-                blend.add(feats[w], starts[0][a], starts[1][b], k0, weight[..., None])
+                blend.add(answer[w], starts[0][a], starts[1][b], k0, weight[..., None])
             bar.update(len(where))
         assert blend is not None  # every layer holds at least one window
         # output slices that receive nothing from the next layer of windows are final
@@ -265,19 +263,27 @@ def predict_cases(
     progress: bool = True,
 ) -> list[tuple[str, str]]:
     """Predict every case ``reader`` yields (read one ahead) and write its label to ``output_for(case)``
-    (atomically: a skipped or interrupted case leaves no file). A bad case (unreadable, missing a file)
-    is logged and skipped; the others go on. Returns ``[(case id, why skipped)]``."""
+    (atomically: a skipped or interrupted case leaves no file). A case's label is written in a
+    background thread while the next case is predicted; every write has ended when this returns. A bad
+    case (unreadable, missing a file) is logged and skipped; the others go on. Returns ``[(case id, why
+    skipped)]``; a failed write raises."""
     skipped: list[tuple[str, str]] = []
     bar = tqdm(total=len(reader.cases), unit="case", disable=not progress)
-    for files, got in reader:
-        bar.set_postfix_str(files.case_id)
-        if isinstance(got, InputError):
-            skipped.append((files.case_id, str(got)))
-            logger.warning(f"skipped {got}")
-        else:
-            ct, pet = got
-            label = predict_volume(model, prep, ct, pet, roi, overlap, precision, progress)
-            save_volume(label, output_for(files), dtype=np.uint8)
-        bar.update(1)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="label-writer") as writer:
+        writing: Future[Path] | None = None
+        for files, got in reader:
+            bar.set_postfix_str(files.case_id)
+            if isinstance(got, InputError):
+                skipped.append((files.case_id, str(got)))
+                logger.warning(f"skipped {got}")
+            else:
+                ct, pet = got
+                label = predict_volume(model, prep, ct, pet, roi, overlap, precision, progress)
+                if writing is not None:
+                    writing.result()  # one label waits at most: a failed write stops here
+                writing = writer.submit(save_volume, label, output_for(files), dtype=np.uint8)
+            bar.update(1)
+        if writing is not None:
+            writing.result()
     bar.close()
     return skipped

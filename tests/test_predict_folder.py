@@ -5,11 +5,14 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from mudo_app.cli import main
 from mudo_app.errors import InputError
 from mudo_app.io.cases import CaseFiles, CaseReader, check_output_folder, find_cases
 from mudo_app.io.volume import Volume, load_volume, save_volume
+from mudo_app.models.checkpoint import load_student
+from mudo_app.predict import predict_cases
 
 AFFINE = np.diag([4.0, 4.0, 4.0, 1.0])
 SHAPE = (36, 30, 34)
@@ -75,6 +78,21 @@ def test_bad_cases_are_reported_and_skipped_the_others_written(tmp_path, student
     assert "skipped lonely: case lonely: missing lonely_0001 (PET)" in err
     assert "2 of 4 cases skipped" in err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good_1.nii.gz", "good_2.nii.gz"]
+
+
+def test_a_failed_write_in_the_background_is_raised_after_the_earlier_labels(tmp_path, student_path):
+    """Labels are written in a background thread while the next case is predicted: a write that fails
+    (here: its folder is a file) still stops the run, and the labels before it are whole files."""
+    src = _nnunet_folder(tmp_path / "in")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "blocker").write_text("a file where b's folder would be")
+    targets = {"a": out / "a.nii.gz", "b": out / "blocker" / "b.nii.gz", "c": out / "c.nii.gz"}
+    model, prep, _ = load_student(student_path, torch.device("cpu"))
+    with pytest.raises(OSError):
+        predict_cases(model, prep, CaseReader(find_cases(src)), lambda f: targets[f.case_id], (32, 32, 32))
+    assert sorted(p.name for p in out.iterdir()) == ["a.nii.gz", "blocker"]  # no partial or temporary file
+    assert load_volume(out / "a.nii.gz").shape == SHAPE
 
 
 @pytest.mark.parametrize(

@@ -59,7 +59,8 @@ def main(argv=None) -> int:
         "--baseline",
         type=Path,
         default=None,
-        help="a checkout of an older commit: its one-case command is timed on the first two cases too",
+        help="a checkout of an older commit: its one-case command is timed on every case too, right after "
+        "ours, and its folder command after ours",
     )
     args = parser.parse_args(argv)
     from mudo_app.bench.machine import checkout_commit, describe, measured_run
@@ -77,23 +78,26 @@ def main(argv=None) -> int:
             os.sync()  # the new files' write-back would otherwise compete with the first timed runs
             time.sleep(5)
         muduo = [sys.executable, "-m", "mudo_app.cli", "predict", "--model", str(model), "--no-progress"]
-        one = []
+        env = {**os.environ, "PYTHONPATH": str(args.baseline.resolve())} if args.baseline else None
+        old = [a for a in muduo if a != "--no-progress"]  # older commands may not know it
+        one, baseline = [], []
         for c in range(args.cases):
             ct, pet = src / f"wb{c}_0000.nii.gz", src / f"wb{c}_0001.nii.gz"
             out = single / f"wb{c}.nii.gz"
             one.append(measured_run([*muduo, "--ct", str(ct), "--pet", str(pet), "--out", str(out)]))
             print("one case", one[-1], flush=True)
-        many = measured_run([*muduo, "--input", str(src), "--output", str(folder)])
-        print("folder", many, flush=True)
-        baseline = []
-        if args.baseline:
-            env = {**os.environ, "PYTHONPATH": str(args.baseline.resolve())}
-            old = [a for a in muduo if a != "--no-progress"]  # older commands may not know it
-            for c in range(min(2, args.cases)):
-                ct, pet = src / f"wb{c}_0000.nii.gz", src / f"wb{c}_0001.nii.gz"
+            if args.baseline:  # right after, so that both see the same drift of the machine's speed
                 cmd = [*old, "--ct", str(ct), "--pet", str(pet), "--out", str(work / "baseline.nii.gz")]
                 baseline.append(measured_run(cmd, env, cwd=args.baseline))  # its own folder first on sys.path
                 print("baseline one case", baseline[-1], flush=True)
+        many = measured_run([*muduo, "--input", str(src), "--output", str(folder)])
+        print("folder", many, flush=True)
+        if args.baseline:
+            old_folder = work / "baseline_folder"
+            shutil.rmtree(old_folder, ignore_errors=True)
+            cmd = [*old, "--input", str(src), "--output", str(old_folder)]
+            baseline_many = measured_run(cmd, env, cwd=args.baseline)
+            print("baseline folder", baseline_many, flush=True)
         identical = all(
             (single / f"wb{c}.nii.gz").read_bytes() == (folder / f"wb{c}.nii.gz").read_bytes()
             for c in range(args.cases)
@@ -112,7 +116,17 @@ def main(argv=None) -> int:
             "labels_identical": identical,
         }
         if baseline:
-            result["baseline"] = {"commit": checkout_commit(args.baseline), "one_case": baseline}
+            result["baseline"] = {
+                "commit": checkout_commit(args.baseline),
+                "one_case": baseline,
+                "one_case_median_seconds": sorted(r["seconds"] for r in baseline)[len(baseline) // 2],
+                "one_case_peak_rss_gib": max(r["peak_rss_gib"] for r in baseline),
+                "folder": {"cases": args.cases, **baseline_many},
+                "labels_identical_to_ours": all(
+                    (folder / f"wb{c}.nii.gz").read_bytes() == (work / "baseline_folder" / f"wb{c}.nii.gz").read_bytes()
+                    for c in range(args.cases)
+                ),
+            }
         print(json.dumps(result, indent=2))
         if args.out:
             write_json(args.out, result)

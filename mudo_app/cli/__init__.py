@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from mudo_app import __version__
 from mudo_app.cli import benchmark, data, evaluate, export, predict, teachers, train
 from mudo_app.errors import InputError
+from mudo_app.runtime.heap import keep_freed_memory
 from mudo_app.runtime.imports import block_imports
 
 COMMAND_MODULES = (data, teachers, train, predict, evaluate, export, benchmark)
@@ -37,13 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, dedicated_process: bool = False) -> int:
     """Run one command; ``dedicated_process``: this process runs only this command, then exits (the
-    console script), so packages the command declares it never uses (``unused_imports``) are blocked."""
+    console script), so packages the command declares it never uses (``unused_imports``) are blocked
+    and, where it declares ``keep_freed_memory``, freed memory stays in the heap for reuse
+    (:mod:`mudo_app.runtime.heap`)."""
     return _run(build_parser().parse_args(argv), dedicated_process)
 
 
 def _run(args: argparse.Namespace, dedicated_process: bool) -> int:
     if dedicated_process:
         block_imports(getattr(args, "unused_imports", ()))
+        if getattr(args, "keep_freed_memory", False):
+            keep_freed_memory()
     with _core_logging_to_stderr(args.command):
         try:
             return int(args.run(args) or 0)
