@@ -4,16 +4,18 @@ glibc's ``malloc`` serves a block above its mmap threshold (128 KiB, rising adap
 32 MiB) with a fresh ``mmap`` and unmaps it when it is freed, and it returns the top of the heap to
 the kernel once more than 128 KiB lies free there. PyTorch's CPU allocator calls ``malloc`` for every
 tensor, so a loop that runs a network on batches of the same shape gets the pages of its
-activations (tens of MB each) from the kernel again, zero-filled, on every pass. For ``muduo
-predict`` of a whole-body case on 2 cores that is 1.6 million page faults and 5 s of kernel time.
+activations (tens of MB each) from the kernel again, zero-filled, on every pass: ``muduo predict``
+of a whole-body case (bf16, 2 cores, ``/usr/bin/time``) takes 1.0 million minor page faults and 4-5.5 s
+of kernel time.
 
 :func:`keep_freed_memory` raises both thresholds to their maximum (``M_MMAP_THRESHOLD`` and
 ``M_TRIM_THRESHOLD``, glibc's documented tunables; the environment variables
 ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` set the same): freed blocks stay in the heap
-and the next allocation of that size reuses them (0.5 million faults, 1.8 s of kernel time on that
-case; README, "Benchmarks"). The peak resident memory does not change, but the process keeps it
-until it exits, so only a process that runs one command and exits does this (the ``muduo`` console
-script, for the commands that declare it), not the server or a test session.
+and the next allocation of that size reuses them (that case: 0.54 million faults, 2.6-3.7 s of kernel
+time). The process keeps its memory until it exits, and its peak grows a little (one case 1.8 -> 1.9
+GiB; the folder mode, which reads the next case meanwhile, 2.2 -> 2.9 GiB; README, "Benchmarks"), so
+only a process that runs one command and exits does this (the ``muduo`` console script, for the
+commands that declare it), not the server or a test session.
 """
 
 from __future__ import annotations
@@ -40,5 +42,5 @@ def keep_freed_memory() -> bool:
     mallopt = ctypes.CDLL(name).mallopt
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     # both: either one alone also stops glibc raising the mmap threshold, which then stays at 128 KiB
-    # (the trim threshold alone: 5.4 million faults on that case)
+    # (the trim threshold alone: 5.4 million faults in a whole-body prediction, fp32)
     return bool(mallopt(M_TRIM_THRESHOLD, _INT_MAX)) and bool(mallopt(M_MMAP_THRESHOLD, _INT_MAX))
