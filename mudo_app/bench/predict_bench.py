@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -47,6 +48,22 @@ def _untrained(path: Path) -> None:
     torch.manual_seed(0)
     note = {"note": "untrained, for timing", "config": {"patch": [64, 64, 64]}}
     save_student(path, build_student("unet_lite"), "unet_lite", provenance=note)
+
+
+def _summary(one: list[dict], many: dict, cases: int) -> dict:
+    """The one-case runs, their (upper) median and peak memory, the folder run and its speed-up."""
+    return {
+        "one_case": one,
+        "one_case_median_seconds": statistics.median_high(r["seconds"] for r in one),
+        "one_case_peak_rss_gib": max(r["peak_rss_gib"] for r in one),
+        "folder": {"cases": cases, **many},
+        "folder_speed_up": round(sum(r["seconds"] for r in one) / many["seconds"], 2),
+    }
+
+
+def _same_labels(a: Path, b: Path, cases: int) -> bool:
+    """Whether two output folders hold byte-identical label files of every case."""
+    return all((a / f"wb{c}.nii.gz").read_bytes() == (b / f"wb{c}.nii.gz").read_bytes() for c in range(cases))
 
 
 def main(argv=None) -> int:
@@ -98,34 +115,20 @@ def main(argv=None) -> int:
             cmd = [*old, "--input", str(src), "--output", str(old_folder)]
             baseline_many = measured_run(cmd, env, cwd=args.baseline)
             print("baseline folder", baseline_many, flush=True)
-        identical = all(
-            (single / f"wb{c}.nii.gz").read_bytes() == (folder / f"wb{c}.nii.gz").read_bytes()
-            for c in range(args.cases)
-        )
-        total_one = sum(r["seconds"] for r in one)
+        identical = _same_labels(single, folder, args.cases)
         result = {
             "machine": describe(),
             "model": str(args.model) if args.model else "untrained unet_lite (64^3 windows)",
             "case": {"shape": [2, *WHOLE_BODY], "content": "random (seeded), float32 .nii.gz"},
             "command": "muduo predict --ct CT --pet PET --out LABEL (precision auto, overlap 0.25)",
-            "one_case": one,
-            "one_case_median_seconds": sorted(r["seconds"] for r in one)[len(one) // 2],
-            "one_case_peak_rss_gib": max(r["peak_rss_gib"] for r in one),
-            "folder": {"cases": args.cases, **many},
-            "folder_speed_up": round(total_one / many["seconds"], 2),
+            **_summary(one, many, args.cases),
             "labels_identical": identical,
         }
-        if baseline:
+        if args.baseline:
             result["baseline"] = {
                 "commit": checkout_commit(args.baseline),
-                "one_case": baseline,
-                "one_case_median_seconds": sorted(r["seconds"] for r in baseline)[len(baseline) // 2],
-                "one_case_peak_rss_gib": max(r["peak_rss_gib"] for r in baseline),
-                "folder": {"cases": args.cases, **baseline_many},
-                "labels_identical_to_ours": all(
-                    (folder / f"wb{c}.nii.gz").read_bytes() == (work / "baseline_folder" / f"wb{c}.nii.gz").read_bytes()
-                    for c in range(args.cases)
-                ),
+                **_summary(baseline, baseline_many, args.cases),
+                "labels_identical_to_ours": _same_labels(folder, old_folder, args.cases),
             }
         print(json.dumps(result, indent=2))
         if args.out:

@@ -21,7 +21,6 @@ commands that declare it), not the server or a test session.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import platform
 
 # <malloc.h>
@@ -38,8 +37,7 @@ def keep_freed_memory() -> bool:
     """
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
-    name = ctypes.util.find_library("c") or "libc.so.6"
-    mallopt = ctypes.CDLL(name).mallopt
+    mallopt = ctypes.CDLL(None).mallopt  # the process's own symbols: glibc is loaded already
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     # both: either one alone also stops glibc raising the mmap threshold, which then stays at 128 KiB
     # (the trim threshold alone: 5.4 million faults in a whole-body prediction, fp32)
