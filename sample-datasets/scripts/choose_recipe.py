@@ -15,7 +15,7 @@ may share ``--out`` (each writes its own ``score.json``); ``--json`` collects ev
 The PET is synthetic.
 
     .venv/bin/python sample-datasets/scripts/choose_recipe.py --out runs/recipe --threads 1 \
-        [--variants class_uniform lesion_half] [--methods supervised] [--iterations 1500] \
+        [--variants class_uniform lesion_half] [--methods supervised] [--iterations 1500] [--unlabelled 30] \
         --json sample-datasets/benchmarks/recipe.json
 """
 
@@ -37,7 +37,7 @@ from mudo_app.synth.writers import generate_cases, write_dataset
 from mudo_app.train.config import config_from_dict
 from mudo_app.train.trainer import Trainer
 
-LABELLED, UNLABELLED = 5, 15  # the standard preset's training data
+LABELLED, UNLABELLED = 5, 15  # the standard preset's training data (``--unlabelled`` grows the pool)
 VARIANTS: dict[str, dict] = {
     "class_uniform": {},  # nnU-Net's draw: a present class uniformly (the lesion class 1/13 of the time)
     "batch_dice": {"dice": "batch"},
@@ -56,20 +56,29 @@ def main() -> int:
     parser.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--methods", nargs="+", choices=("supervised", "fully_supervised"), default=["supervised"])
     parser.add_argument("--iterations", nargs="+", type=int, default=[1500])
+    parser.add_argument(
+        "--unlabelled",
+        type=int,
+        default=UNLABELLED,
+        help="unlabelled cases beside the 5 labelled ones (fully_supervised trains on their truth)",
+    )
     parser.add_argument("--validation-cases", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None, help="collect every finished run here")
     args = parser.parse_args()
+    if args.unlabelled < 0:
+        parser.error(f"--unlabelled must be >= 0, got {args.unlabelled}")
     torch.set_num_threads(args.threads)
-    data = args.out / "data"
+    pool = "" if args.unlabelled == UNLABELLED else f"-u{args.unlabelled}"  # runs on the default pool keep their names
+    data = args.out / f"data{pool}"
     if not (data / ".complete").is_file():
-        write_dataset(data, LABELLED + UNLABELLED, seed=0, labelled=LABELLED, progress=False)
+        write_dataset(data, LABELLED + args.unlabelled, seed=0, labelled=LABELLED, progress=False)
         (data / ".complete").write_text("")
     validation = generate_cases(VALIDATION_SEED, 0, args.validation_cases, PhantomSettings())
     for iterations in args.iterations:
         for method in args.methods:
             for name in args.variants:
-                run = args.out / "runs" / f"{name}-{method}-{iterations}"
+                run = args.out / "runs" / f"{name}-{method}-{iterations}{pool}"
                 if (run / "score.json").is_file():
                     continue
                 cfg = config_from_dict(
@@ -91,7 +100,14 @@ def main() -> int:
                 seconds = round(time.perf_counter() - t0, 1)
                 model, prep, meta = load_student(run / "student.pt")
                 score = score_student(model, prep, meta, validation)
-                row = {"variant": name, "method": method, "iterations": iterations, "config": VARIANTS[name]}
+                row = {
+                    "variant": name,
+                    "method": method,
+                    "iterations": iterations,
+                    "labelled": LABELLED,
+                    "unlabelled": args.unlabelled,
+                    "config": VARIANTS[name],
+                }
                 write_json(run / "score.json", {**row, "train_seconds": seconds, **score})
                 lesion = 100 * score["per_class_dice"].get("lesion", 0.0)
                 print(f"{run.name}: Dice {100 * score['dice']:.1f}, lesion {lesion:.1f}")
@@ -102,8 +118,9 @@ def main() -> int:
             {
                 "machine": describe(),
                 "command": "sample-datasets/scripts/choose_recipe.py (see each run's variant, method, iterations)",
-                "training": f"synthetic seed 0: {LABELLED} labelled + {UNLABELLED} unlabelled cases (their truth "
-                "for fully_supervised only), patch 64^3, batch 2, seed 0, 1 torch thread per run",
+                "training": f"synthetic seed 0: {LABELLED} labelled + N unlabelled cases (each run's 'unlabelled', "
+                f"{UNLABELLED} where absent; their truth for fully_supervised only), patch 64^3, batch 2, seed 0, "
+                "1 torch thread per run",
                 "validation": f"synthetic seed {VALIDATION_SEED}, cases 0..{args.validation_cases - 1} (not test data)",
                 "pet": "synthetic",
                 "runs": rows,
