@@ -35,6 +35,12 @@ def register(sub) -> None:
     p.add_argument("--eval-cases", type=int, default=6, help="held-out corpus cases for the report")
     p.add_argument("--iterations", type=int, default=2500)
     p.add_argument("--seed", type=int, default=0, help="training seed (crops, clicks, initial weights)")
+    p.add_argument(
+        "--objects-per-crop",
+        type=int,
+        default=1,
+        help="click sessions per training crop: the picked object and others the crop holds (default 1)",
+    )
     _common(p)
     p.set_defaults(run=run_pretrain)
 
@@ -113,15 +119,20 @@ def run_pretrain(args: argparse.Namespace) -> int:
     from mudo_app.synth.foundation import FOUNDATION_SEED, foundation_cases
     from mudo_app.train.teachers import TeacherPretrainSettings, pretrain_teacher, training_seconds
 
-    _check_positive(args, ("cases", "eval_cases", "iterations", "threads"))
+    _check_positive(args, ("cases", "eval_cases", "iterations", "threads", "objects_per_crop"))
     torch.set_num_threads(args.threads)
     modalities = ["CT", "PET"] if args.modality == "both" else [args.modality.upper()]
-    settings = {m: TeacherPretrainSettings(modality=m, iterations=args.iterations, seed=args.seed) for m in modalities}
+    settings = {
+        m: TeacherPretrainSettings(
+            modality=m, iterations=args.iterations, seed=args.seed, objects_per_crop=args.objects_per_crop
+        )
+        for m in modalities
+    }
     train = foundation_cases(0, args.cases)
     held_out = _held_out(args)
     command = (
         f"muduo pretrain-teachers --cases {args.cases} --eval-cases {args.eval_cases} "
-        f"--iterations {args.iterations} --seed {args.seed}"
+        f"--iterations {args.iterations} --seed {args.seed} --objects-per-crop {args.objects_per_crop}"
     )
     teachers: dict[str, Any] = {}
     report = {"machine": describe(), "command": command, "held_out": _held_out_text(args), "teachers": teachers}

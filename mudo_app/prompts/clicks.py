@@ -28,14 +28,20 @@ def _deepest(mask: np.ndarray) -> np.ndarray:
     return lo + np.array(np.unravel_index(int(np.argmax(dist)), sub.shape))
 
 
+def _random_voxel(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A voxel index of ``mask`` drawn uniformly: the ``rng.integers(n)``-th of its n voxels in C order
+    (as ``np.argwhere`` lists them, without building that (n, 3) list)."""
+    flat = np.flatnonzero(mask)
+    return np.array(np.unravel_index(int(flat[rng.integers(len(flat))]), mask.shape))
+
+
 def first_click(target: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
     """A positive click: a random object voxel (``rng``), else the object's deepest voxel."""
     if not target.any():
         raise ValueError("target is empty: no voxel to click")
     if rng is None:
         return _deepest(target)
-    idx = np.argwhere(target)
-    return idx[rng.integers(len(idx))]
+    return _random_voxel(target, rng)
 
 
 def next_click(
@@ -52,8 +58,7 @@ def next_click(
         return None
     err, label = (fn, 1) if n_fn >= n_fp else (fp, 0)
     if rng is not None:
-        idx = np.argwhere(err)
-        return idx[rng.integers(len(idx))], label
+        return _random_voxel(err, rng), label
     box, lo = _box(err)  # components never leave the error's bounding box
     comps, n = ndimage.label(err[box])
     sizes = ndimage.sum(err[box], comps, index=np.arange(1, n + 1))

@@ -2,9 +2,12 @@
 
 Training is SAM-Med3D-style interactive: per object, the first click lies in the object, each later
 click in the current error region, and the previous low-resolution logits are fed back as the mask
-prompt. ``mask_rounds`` more rounds per step give a mask prompt *alone* (no clicks), as MuDuo prompts
-the CT teacher with the student's softmax: the object's soft low-resolution mask, shifted, scaled
-and noised like an imperfect student's (:func:`imperfect_mask`). Crops follow the teacher's input
+prompt. As SAM trains on many masks per image, one crop may carry several objects
+(``objects_per_crop``): each its own click session on the crop's one embedding, so the decoder learns
+which structure a click belongs to from every encoder pass. ``mask_rounds`` more rounds per step give
+a mask prompt *alone* (no clicks), as MuDuo prompts the CT teacher with the student's softmax: the
+object's soft low-resolution mask, shifted, scaled and noised like an imperfect student's
+(:func:`imperfect_mask`). Crops follow the teacher's input
 contract (2 mm, 128^3 for the stand-ins); CT teachers see CT only, PET teachers PET only.
 """
 
@@ -44,7 +47,9 @@ class TeacherPretrainSettings:
     get their share of crops. ``loss_size``: the side (voxels) of the grid the loss is computed on (the
     crop's 128^3 at 2 mm, average-pooled; 64 = 4 mm, the corpus's typical acquisition grid), so that
     most of a step is not spent upsampling logits. ``checkpoint_every``: iterations between resumable
-    training states (:func:`pretrain_teacher` ``state_path``).
+    training states (:func:`pretrain_teacher` ``state_path``). ``objects_per_crop``: click sessions per
+    crop, the picked object and others the crop holds (:func:`sample_crop_objects`); 1 is the picked
+    object alone, as the first stand-ins were trained.
     """
 
     modality: str  # "CT" or "PET"
@@ -59,11 +64,12 @@ class TeacherPretrainSettings:
     lesion_share: float = 0.25
     loss_size: int = 64
     checkpoint_every: int = 250
+    objects_per_crop: int = 1
 
     def __post_init__(self) -> None:
         if self.modality not in ("CT", "PET"):
             raise ValueError(f"modality must be 'CT' or 'PET', got {self.modality!r}")
-        for name in ("iterations", "batch_size", "clicks", "checkpoint_every"):
+        for name in ("iterations", "batch_size", "clicks", "checkpoint_every", "objects_per_crop"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.lesion_share <= 1:
@@ -120,6 +126,50 @@ class TrainingObjects:
         return int(pool[int(rng.integers(len(pool)))])
 
 
+MIN_OBJECT_VOXELS = 27  # an object must hold this many voxels of the crop (2 mm: 0.2 ml) to be clicked
+
+
+def sample_crop_objects(
+    case: Case,
+    modality: str,
+    contract: InputContract,
+    rng: np.random.Generator,
+    jitter_mm: float = 12.0,
+    objects: TrainingObjects | None = None,
+    lesion_share: float = 0.25,
+    count: int = 1,
+) -> tuple[np.ndarray, list[np.ndarray], list[int]]:
+    """A training crop around a random object and ``count`` click targets in it.
+
+    Returns ``(normalised image (S, S, S), [binary target (S, S, S)] * count, [class id] * count)``, all on
+    the crop grid in its own axis order. The first target is the picked object (one organ, or one lesion
+    component) the crop is centred near; the others are further objects of the crop with at least
+    :data:`MIN_OBJECT_VOXELS` voxels in it, drawn without replacement; when the crop holds too few, the
+    picked object is repeated (another session: another first click). ``objects``: the case's
+    :class:`TrainingObjects`, computed once per case. With ``count`` 1 the random draws are those of
+    :func:`sample_crop`.
+    """
+    if count < 1:
+        raise ValueError(f"count must be at least 1, got {count}")
+    objects = TrainingObjects(case) if objects is None else objects
+    obj = objects.pick(rng, lesion_share)
+    idx = objects.voxels[obj]
+    vox = idx[rng.integers(len(idx))].astype(np.float64)
+    world = (objects.map.affine @ [*vox, 1])[:3] + rng.normal(scale=jitter_mm, size=3)
+    crop = CropGrid(objects.map.affine, world, contract.spacing_mm, contract.crop)
+    image = contract.normalise(crop.sample(modality_volume(case, modality), contract.fill))
+    on_crop = resample_to_grid(objects.map, (crop.size,) * 3, crop.affine, order=0).array
+    ids = [obj]
+    if count > 1:
+        sizes = np.bincount(on_crop.ravel().clip(min=0))
+        others = [int(k) for k in np.flatnonzero(sizes >= MIN_OBJECT_VOXELS) if k not in (0, obj)]
+        take = min(count - 1, len(others))
+        ids += [others[int(i)] for i in rng.choice(len(others), size=take, replace=False)] if take else []
+        ids += [obj] * (count - len(ids))
+    targets = [on_crop == k for k in ids]
+    return image, targets, [LESION if k >= LESION_OBJECT_BASE else k for k in ids]
+
+
 def sample_crop(
     case: Case,
     modality: str,
@@ -134,15 +184,24 @@ def sample_crop(
     The target is the picked object only (one organ, or one lesion component). ``objects``: the case's
     :class:`TrainingObjects`, computed once per case.
     """
-    objects = TrainingObjects(case) if objects is None else objects
-    obj = objects.pick(rng, lesion_share)
-    idx = objects.voxels[obj]
-    vox = idx[rng.integers(len(idx))].astype(np.float64)
-    world = (objects.map.affine @ [*vox, 1])[:3] + rng.normal(scale=jitter_mm, size=3)
-    crop = CropGrid(objects.map.affine, world, contract.spacing_mm, contract.crop)
-    image = contract.normalise(crop.sample(modality_volume(case, modality), contract.fill))
-    target = resample_to_grid(objects.map, (crop.size,) * 3, crop.affine, order=0).array == obj
-    return image, target, LESION if obj >= LESION_OBJECT_BASE else obj
+    image, targets, classes = sample_crop_objects(case, modality, contract, rng, jitter_mm, objects, lesion_share)
+    return image, targets[0], classes[0]
+
+
+def full_grid_overlap(coarse: torch.Tensor, targets: torch.Tensor, pool: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Intersection and union (voxel counts, (B,) float) on the crop grid of a binary prediction given
+    on the loss grid, without upsampling it.
+
+    ``coarse``: (B, 1, L, L, L) 0/1, upsampled by ``pool`` (nearest) to the crop grid; ``targets``:
+    (B, 1, L, L, L) the binary crop-grid targets average-pooled by ``pool``. A coarse voxel covers
+    ``pool^3`` crop voxels, ``pool^3 * target`` of them in the object, so the counts are exact
+    (multiples of ``1 / pool^3`` add up exactly in float32 for crops up to 2^21 voxels). The union is
+    at least 1.
+    """
+    cells = float(pool**3)
+    inter = (coarse * targets).flatten(1).sum(1) * cells
+    union = (coarse.flatten(1).sum(1) + targets.flatten(1).sum(1)) * cells - inter
+    return inter, union.clamp(min=1)
 
 
 def _clicks_tensor(clicks: list[list[tuple]]):
@@ -241,7 +300,7 @@ def pretrain_teacher(
         for _ in range(settings.batch_size):
             i = int(rng.integers(len(cases)))
             crops.append(
-                sample_crop(
+                sample_crop_objects(
                     cases[i],
                     settings.modality,
                     contract,
@@ -249,21 +308,23 @@ def pretrain_teacher(
                     settings.centre_jitter_mm,
                     objects[i],
                     settings.lesion_share,
+                    settings.objects_per_crop,
                 )
             )
         images = torch.from_numpy(np.stack([c[0] for c in crops]))[:, None]
-        targets_np = [c[1] for c in crops]
+        targets_np = [t for c in crops for t in c[1]]  # crop-major: sessions of crop b at b * K ...
         full = torch.from_numpy(np.stack(targets_np)).float()[:, None]
         targets = F.avg_pool3d(full, pool) if pool > 1 else full  # soft targets on the loss grid
         emb = model.image_encoder(images)
+        if settings.objects_per_crop > 1:  # one embedding per crop, shared by its sessions
+            emb = emb.repeat_interleave(settings.objects_per_crop, dim=0)
         clicks = [[(tuple(first_click(t, rng).tolist()), 1)] for t in targets_np]
         mask_prompt, loss = None, torch.zeros(())
         for step in range(settings.clicks):
             logits, iou = model.decode(emb, points=_clicks_tensor(clicks), mask=mask_prompt)
             up = F.interpolate(logits, size=size, mode="trilinear", align_corners=False)
-            pred = F.interpolate((up.detach() > 0).float(), scale_factor=pool, mode="nearest") > 0.5
-            inter = (pred & (full > 0)).flatten(1).sum(1).float()
-            union = (pred | (full > 0)).flatten(1).sum(1).float().clamp(min=1)
+            coarse = (up.detach() > 0).float()  # the prediction on the loss grid, nearest-upsampled below
+            inter, union = full_grid_overlap(coarse, targets, pool)
             loss = (
                 loss
                 + dice(up, targets)
@@ -272,6 +333,7 @@ def pretrain_teacher(
             )
             mask_prompt = logits.detach()
             if step + 1 < settings.clicks:
+                pred = F.interpolate(coarse, scale_factor=pool, mode="nearest") > 0.5
                 for b, t in enumerate(targets_np):
                     nxt = next_click(t, pred[b, 0].numpy(), rng)
                     clicks[b].append((tuple(nxt[0].tolist()), nxt[1]) if nxt else ((0, 0, 0), -1))

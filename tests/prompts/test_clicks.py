@@ -38,3 +38,11 @@ def test_next_click_targets_the_larger_error():
     rng = np.random.default_rng(1)
     point, label = next_click(target, pred, rng)
     assert label == 0 and pred[tuple(point)] and not target[tuple(point)]
+
+
+def test_random_clicks_draw_the_voxel_argwhere_would():
+    """A random click is the ``rng.integers(n)``-th object voxel in C order: the stream of earlier runs."""
+    target = _ball((12, 9, 7), (6, 4, 3), 3)
+    for seed in range(5):
+        expected = np.argwhere(target)[np.random.default_rng(seed).integers(int(target.sum()))]
+        assert first_click(target, np.random.default_rng(seed)).tolist() == expected.tolist()

@@ -89,13 +89,14 @@ def test_imperfect_mask_is_a_shifted_noisy_soft_mask_at_decoder_resolution():
 def test_pretrain_command_writes_a_loadable_standin_and_a_report_that_reproduces_it(tmp_path):
     """What ``muduo pretrain-teachers`` writes (a tiny run): the stand-in, and a report naming the exact
     command, the data and the zero-shot Dice of the weights it wrote."""
-    args = ["--cases", "1", "--eval-cases", "1", "--iterations", "1", "--seed", "3"]
+    args = ["--cases", "1", "--eval-cases", "1", "--iterations", "1", "--seed", "3", "--objects-per-crop", "2"]
     work = ["--work", str(tmp_path / "work")]
     assert main(["pretrain-teachers", "--out", str(tmp_path), "--modality", "ct", *args, *work, "--quiet"]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["command"] == "muduo pretrain-teachers " + " ".join(args) and "CPU" in report["machine"]
     entry = report["teachers"]["CT"]
     assert entry["data"] == "synthetic foundation corpus, seed 731001, cases 0..0"
+    assert entry["settings"]["objects_per_crop"] == 2
     assert report["held_out"] == "synthetic foundation corpus, held-out seed 731002, cases 0..0"
     assert set(entry["zero_shot_dice"]) == {"1", "3"} and "liver" in entry["zero_shot_dice"]["1"]
     assert set(entry["random_first_click_dice"]) == {"1", "3"} and entry["mask_prompt"]["objects"] >= 1
@@ -156,6 +157,57 @@ def test_sample_crop_target_is_a_single_lesion_component():
         assert ndimage.label(target, structure=ndimage.generate_binary_structure(3, 2))[1] == 1
 
 
+def test_sample_crop_objects_adds_the_crops_other_objects_then_repeats_the_picked_one():
+    """The whole 160 mm case lies in the 256 mm crop: a liver and two lesions, three objects to click."""
+    from mudo_app.train.teachers import sample_crop_objects
+
+    case = _case_with(_two_lesion_label())
+    for seed in range(3):
+        image, target, cls = sample_crop(case, "PET", STANDIN_PET, np.random.default_rng(seed))
+        image5, targets, classes = sample_crop_objects(case, "PET", STANDIN_PET, np.random.default_rng(seed), count=5)
+        np.testing.assert_array_equal(image5, image)  # count 1's draws come first: the same crop
+        np.testing.assert_array_equal(targets[0], target)
+        assert classes[0] == cls and len(targets) == len(classes) == 5
+        distinct = targets[:3]
+        assert all(t.any() for t in distinct) and sorted(classes[:3]) == [1, 13, 13]
+        assert not any((a & b).any() for i, a in enumerate(distinct) for b in distinct[i + 1 :])
+        for repeat in targets[3:]:  # only three objects: the picked one again
+            np.testing.assert_array_equal(repeat, target)
+    liver_only = _two_lesion_label()
+    liver_only[liver_only == 13] = 0
+    _, targets, classes = sample_crop_objects(
+        _case_with(liver_only), "CT", STANDIN_PET, np.random.default_rng(0), count=3
+    )
+    assert classes == [1, 1, 1] and all(np.array_equal(t, targets[0]) for t in targets)
+    with pytest.raises(ValueError, match="count"):
+        sample_crop_objects(case, "CT", STANDIN_PET, np.random.default_rng(0), count=0)
+
+
+def test_full_grid_overlap_by_hand():
+    """One coarse voxel covers 2^3 crop voxels, 3 of them in the object."""
+    from mudo_app.train.teachers import full_grid_overlap
+
+    full = torch.zeros(3, 1, 2, 2, 2)
+    full[:2, 0, 0, 0, :] = 1
+    full[:2, 0, 1, 1, 1] = 1  # samples 0 and 1: 3 object voxels; sample 2: none
+    coarse = torch.tensor([1.0, 0.0, 0.0]).view(3, 1, 1, 1, 1)  # sample 0 predicts the whole cell
+    inter, union = full_grid_overlap(coarse, torch.nn.functional.avg_pool3d(full, 2), 2)
+    assert inter.tolist() == [3.0, 0.0, 0.0]
+    assert union.tolist() == [8.0, 3.0, 1.0]  # 8 predicted; 3 in the object; nothing: clamped to 1
+
+
+def test_full_grid_overlap_equals_the_upsampled_count():
+    from mudo_app.train.teachers import full_grid_overlap
+
+    g = torch.Generator().manual_seed(0)
+    full = (torch.rand(2, 1, 32, 32, 32, generator=g) > 0.7).float()
+    coarse = (torch.rand(2, 1, 16, 16, 16, generator=g) > 0.5).float()
+    pred = torch.nn.functional.interpolate(coarse, scale_factor=2, mode="nearest") > 0.5
+    inter, union = full_grid_overlap(coarse, torch.nn.functional.avg_pool3d(full, 2), 2)
+    assert torch.equal(inter, (pred & (full > 0)).flatten(1).sum(1).float())
+    assert torch.equal(union, (pred | (full > 0)).flatten(1).sum(1).float())
+
+
 def test_warmup_cosine_by_hand():
     from mudo_app.train.teachers import warmup_cosine
 
@@ -173,6 +225,8 @@ def test_settings_are_checked():
         TeacherPretrainSettings(modality="CT", lesion_share=1.5)
     with pytest.raises(ValueError, match="loss_size"):
         TeacherPretrainSettings(modality="CT", loss_size=48)
+    with pytest.raises(ValueError, match="objects_per_crop"):
+        TeacherPretrainSettings(modality="CT", objects_per_crop=0)
 
 
 def test_an_interrupted_pretraining_resumes_to_the_uninterrupted_weights(cases, tmp_path, monkeypatch):
