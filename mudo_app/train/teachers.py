@@ -48,7 +48,7 @@ class TeacherPretrainSettings:
     crop's 128^3 at 2 mm, average-pooled; 64 = 4 mm, the corpus's typical acquisition grid), so that
     most of a step is not spent upsampling logits. ``checkpoint_every``: iterations between resumable
     training states (:func:`pretrain_teacher` ``state_path``). ``objects_per_crop``: click sessions per
-    crop, the picked object and others the crop holds (:func:`sample_crop_objects`); 1 is the picked
+    crop, the picked object and others the crop holds (:func:`sample_crop`); 1 is the picked
     object alone, as the first stand-ins were trained.
     """
 
@@ -129,7 +129,7 @@ class TrainingObjects:
 MIN_OBJECT_VOXELS = 27  # an object must hold this many voxels of the crop (2 mm: 0.2 ml) to be clicked
 
 
-def sample_crop_objects(
+def sample_crop(
     case: Case,
     modality: str,
     contract: InputContract,
@@ -146,8 +146,8 @@ def sample_crop_objects(
     component) the crop is centred near; the others are further objects of the crop with at least
     :data:`MIN_OBJECT_VOXELS` voxels in it, drawn without replacement; when the crop holds too few, the
     picked object is repeated (another session: another first click). ``objects``: the case's
-    :class:`TrainingObjects`, computed once per case. With ``count`` 1 the random draws are those of
-    :func:`sample_crop`.
+    :class:`TrainingObjects`, computed once per case. The draws for ``count`` 1 come first, so a crop
+    and its first target do not depend on ``count``.
     """
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
@@ -168,24 +168,6 @@ def sample_crop_objects(
         ids += [obj] * (count - len(ids))
     targets = [on_crop == k for k in ids]
     return image, targets, [LESION if k >= LESION_OBJECT_BASE else k for k in ids]
-
-
-def sample_crop(
-    case: Case,
-    modality: str,
-    contract: InputContract,
-    rng: np.random.Generator,
-    jitter_mm: float = 12.0,
-    objects: TrainingObjects | None = None,
-    lesion_share: float = 0.25,
-):
-    """A training crop around a random object: (normalised image (S, S, S), binary target, class id).
-
-    The target is the picked object only (one organ, or one lesion component). ``objects``: the case's
-    :class:`TrainingObjects`, computed once per case.
-    """
-    image, targets, classes = sample_crop_objects(case, modality, contract, rng, jitter_mm, objects, lesion_share)
-    return image, targets[0], classes[0]
 
 
 def full_grid_overlap(coarse: torch.Tensor, targets: torch.Tensor, pool: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -300,7 +282,7 @@ def pretrain_teacher(
         for _ in range(settings.batch_size):
             i = int(rng.integers(len(cases)))
             crops.append(
-                sample_crop_objects(
+                sample_crop(
                     cases[i],
                     settings.modality,
                     contract,

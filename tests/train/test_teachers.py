@@ -22,7 +22,7 @@ def cases():
 
 def test_sample_crop_target_matches_class(cases):
     rng = np.random.default_rng(0)
-    image, target, cls = sample_crop(cases[0], "PET", STANDIN_PET, rng)
+    image, [target], [cls] = sample_crop(cases[0], "PET", STANDIN_PET, rng)
     assert image.shape == (128, 128, 128) and target.shape == (128, 128, 128)
     assert target.any() and 1 <= cls <= 13
     assert abs(float(image[image != image.min()].mean())) < 5  # normalised
@@ -152,19 +152,17 @@ def test_sample_crop_target_is_a_single_lesion_component():
 
     case = _case_with(_two_lesion_label())
     for seed in range(4):
-        _, target, cls = sample_crop(case, "PET", STANDIN_PET, np.random.default_rng(seed), lesion_share=1.0)
+        _, [target], [cls] = sample_crop(case, "PET", STANDIN_PET, np.random.default_rng(seed), lesion_share=1.0)
         assert cls == 13 and target.any()
         assert ndimage.label(target, structure=ndimage.generate_binary_structure(3, 2))[1] == 1
 
 
-def test_sample_crop_objects_adds_the_crops_other_objects_then_repeats_the_picked_one():
+def test_sample_crop_adds_the_crops_other_objects_then_repeats_the_picked_one():
     """The whole 160 mm case lies in the 256 mm crop: a liver and two lesions, three objects to click."""
-    from mudo_app.train.teachers import sample_crop_objects
-
     case = _case_with(_two_lesion_label())
     for seed in range(3):
-        image, target, cls = sample_crop(case, "PET", STANDIN_PET, np.random.default_rng(seed))
-        image5, targets, classes = sample_crop_objects(case, "PET", STANDIN_PET, np.random.default_rng(seed), count=5)
+        image, [target], [cls] = sample_crop(case, "PET", STANDIN_PET, np.random.default_rng(seed))
+        image5, targets, classes = sample_crop(case, "PET", STANDIN_PET, np.random.default_rng(seed), count=5)
         np.testing.assert_array_equal(image5, image)  # count 1's draws come first: the same crop
         np.testing.assert_array_equal(targets[0], target)
         assert classes[0] == cls and len(targets) == len(classes) == 5
@@ -175,12 +173,10 @@ def test_sample_crop_objects_adds_the_crops_other_objects_then_repeats_the_picke
             np.testing.assert_array_equal(repeat, target)
     liver_only = _two_lesion_label()
     liver_only[liver_only == 13] = 0
-    _, targets, classes = sample_crop_objects(
-        _case_with(liver_only), "CT", STANDIN_PET, np.random.default_rng(0), count=3
-    )
+    _, targets, classes = sample_crop(_case_with(liver_only), "CT", STANDIN_PET, np.random.default_rng(0), count=3)
     assert classes == [1, 1, 1] and all(np.array_equal(t, targets[0]) for t in targets)
     with pytest.raises(ValueError, match="count"):
-        sample_crop_objects(case, "CT", STANDIN_PET, np.random.default_rng(0), count=0)
+        sample_crop(case, "CT", STANDIN_PET, np.random.default_rng(0), count=0)
 
 
 def test_full_grid_overlap_by_hand():
