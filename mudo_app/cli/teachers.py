@@ -41,6 +41,12 @@ def register(sub) -> None:
         default=1,
         help="click sessions per training crop: the picked object and others the crop holds (default 1)",
     )
+    p.add_argument(
+        "--lesion-share",
+        type=float,
+        default=0.25,
+        help="fraction of training crops centred on one lesion (0: organs only, no lesion object; default 0.25)",
+    )
     _common(p)
     p.set_defaults(run=run_pretrain)
 
@@ -120,11 +126,17 @@ def run_pretrain(args: argparse.Namespace) -> int:
     from mudo_app.train.teachers import TeacherPretrainSettings, pretrain_teacher, training_seconds
 
     _check_positive(args, ("cases", "eval_cases", "iterations", "threads", "objects_per_crop"))
+    if not 0 <= args.lesion_share <= 1:
+        raise InputError(f"--lesion-share must lie in [0, 1], got {args.lesion_share}")
     torch.set_num_threads(args.threads)
     modalities = ["CT", "PET"] if args.modality == "both" else [args.modality.upper()]
     settings = {
         m: TeacherPretrainSettings(
-            modality=m, iterations=args.iterations, seed=args.seed, objects_per_crop=args.objects_per_crop
+            modality=m,
+            iterations=args.iterations,
+            seed=args.seed,
+            objects_per_crop=args.objects_per_crop,
+            lesion_share=args.lesion_share,
         )
         for m in modalities
     }
@@ -132,7 +144,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
     held_out = _held_out(args)
     command = (
         f"muduo pretrain-teachers --cases {args.cases} --eval-cases {args.eval_cases} "
-        f"--iterations {args.iterations} --seed {args.seed} --objects-per-crop {args.objects_per_crop}"
+        f"--iterations {args.iterations} --seed {args.seed} --objects-per-crop {args.objects_per_crop} "
+        f"--lesion-share {args.lesion_share:g}"
     )
     teachers: dict[str, Any] = {}
     report = {"machine": describe(), "command": command, "held_out": _held_out_text(args), "teachers": teachers}

@@ -71,6 +71,8 @@ def test_evaluate_clicks_reports_each_present_class(cases):
 def test_cli_rejects_bad_numbers(capsys, tmp_path):
     assert main(["pretrain-teachers", "--out", str(tmp_path), "--iterations", "0"]) == 2
     assert "--iterations must be at least 1" in capsys.readouterr().err
+    assert main(["pretrain-teachers", "--out", str(tmp_path), "--lesion-share", "1.5"]) == 2
+    assert "--lesion-share must lie in [0, 1], got 1.5" in capsys.readouterr().err
 
 
 def test_imperfect_mask_is_a_shifted_noisy_soft_mask_at_decoder_resolution():
@@ -90,13 +92,14 @@ def test_pretrain_command_writes_a_loadable_standin_and_a_report_that_reproduces
     """What ``muduo pretrain-teachers`` writes (a tiny run): the stand-in, and a report naming the exact
     command, the data and the zero-shot Dice of the weights it wrote."""
     args = ["--cases", "1", "--eval-cases", "1", "--iterations", "1", "--seed", "3", "--objects-per-crop", "2"]
+    args += ["--lesion-share", "0.5"]
     work = ["--work", str(tmp_path / "work")]
     assert main(["pretrain-teachers", "--out", str(tmp_path), "--modality", "ct", *args, *work, "--quiet"]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["command"] == "muduo pretrain-teachers " + " ".join(args) and "CPU" in report["machine"]
     entry = report["teachers"]["CT"]
     assert entry["data"] == "synthetic foundation corpus, seed 731001, cases 0..0"
-    assert entry["settings"]["objects_per_crop"] == 2
+    assert entry["settings"]["objects_per_crop"] == 2 and entry["settings"]["lesion_share"] == 0.5
     assert report["held_out"] == "synthetic foundation corpus, held-out seed 731002, cases 0..0"
     assert set(entry["zero_shot_dice"]) == {"1", "3"} and "liver" in entry["zero_shot_dice"]["1"]
     assert set(entry["random_first_click_dice"]) == {"1", "3"} and entry["mask_prompt"]["objects"] >= 1
