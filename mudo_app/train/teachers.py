@@ -7,8 +7,8 @@ prompt. As SAM trains on many masks per image, one crop may carry several object
 which structure a click belongs to from every encoder pass. ``mask_rounds`` more rounds per step give
 a mask prompt *alone* (no clicks), as MuDuo prompts the CT teacher with the student's softmax: the
 object's soft low-resolution mask, shifted, scaled and noised like an imperfect student's
-(:func:`imperfect_mask`). Crops follow the teacher's input
-contract (2 mm, 128^3 for the stand-ins); CT teachers see CT only, PET teachers PET only.
+(:func:`imperfect_mask`). Crops follow the teacher's input contract (2 mm, 128^3 for the stand-ins);
+CT teachers see CT only, PET teachers PET only.
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ def sample_crop(
     on_crop = resample_to_grid(objects.map, (crop.size,) * 3, crop.affine, order=0).array
     ids = [obj]
     if count > 1:
-        sizes = np.bincount(on_crop.ravel().clip(min=0))
+        sizes = np.bincount(on_crop.ravel())  # object ids >= 0; outside the case is 0 (the fill)
         others = [int(k) for k in np.flatnonzero(sizes >= MIN_OBJECT_VOXELS) if k not in (0, obj)]
         take = min(count - 1, len(others))
         ids += [others[int(i)] for i in rng.choice(len(others), size=take, replace=False)] if take else []
@@ -297,9 +297,8 @@ def pretrain_teacher(
         targets_np = [t for c in crops for t in c[1]]  # crop-major: sessions of crop b at b * K ...
         full = torch.from_numpy(np.stack(targets_np)).float()[:, None]
         targets = F.avg_pool3d(full, pool) if pool > 1 else full  # soft targets on the loss grid
-        emb = model.image_encoder(images)
-        if settings.objects_per_crop > 1:  # one embedding per crop, shared by its sessions
-            emb = emb.repeat_interleave(settings.objects_per_crop, dim=0)
+        # one embedding per crop, shared by its sessions
+        emb = model.image_encoder(images).repeat_interleave(settings.objects_per_crop, dim=0)
         clicks = [[(tuple(first_click(t, rng).tolist()), 1)] for t in targets_np]
         mask_prompt, loss = None, torch.zeros(())
         for step in range(settings.clicks):
