@@ -82,7 +82,7 @@ class SamClickInfer(InferTask):
         if path not in self._predictors:
             teacher = self.resources.teacher(self.modality)
             volume = load_volume(path, self.modality, dtype=np.float32)
-            pred = Sam3DPredictor(teacher.model, teacher.contract)
+            pred = Sam3DPredictor(teacher.model, teacher.contract, one_click_multimask=teacher.one_click_multimask)
             pred.set_image(volume.array, volume.affine, self.modality)
             self._predictors[path] = pred
             while len(self._predictors) > self.images_kept:

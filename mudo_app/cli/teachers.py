@@ -47,6 +47,12 @@ def register(sub) -> None:
         default=0.25,
         help="fraction of training crops centred on one lesion (0: organs only, no lesion object; default 0.25)",
     )
+    p.add_argument(
+        "--multimask",
+        action="store_true",
+        help="also train the decoder's three candidate masks on the one-click step (SAM's ambiguity-aware "
+        "output) and report the one-click Dice of the candidate with the highest predicted IoU",
+    )
     _common(p)
     p.set_defaults(run=run_pretrain)
 
@@ -61,6 +67,12 @@ def register(sub) -> None:
     p.add_argument("--pet", type=Path, default=None, help="PET teacher checkpoint (default: the shipped stand-in)")
     p.add_argument("--eval-cases", type=int, default=6)
     p.add_argument("--json", type=Path, default=None, help="write the report here")
+    p.add_argument(
+        "--multimask",
+        action="store_true",
+        help="also report one click answered by the multimask candidate with the highest predicted IoU "
+        "(for teachers trained with pretrain-teachers --multimask)",
+    )
     _common(p)
     p.set_defaults(run=run_evaluate)
 
@@ -92,19 +104,38 @@ def _mean(per: dict[str, float]) -> float:
     return float(sum(per.values()) / len(per)) if per else float("nan")
 
 
-def _evaluate(teacher_model, contract, modality, held_out, args) -> dict:
+CLICK_REPORTS = (  # (first click, one-click answer from the multimask candidates, report key)
+    ("deepest", False, "zero_shot_dice"),
+    ("random", False, "random_first_click_dice"),
+    ("deepest", True, "multimask_dice"),
+    ("random", True, "random_first_click_multimask_dice"),
+)
+
+
+def _evaluate(teacher_model, contract, modality, held_out, args, multimask: bool) -> dict:
+    """The click and mask-prompt report of one teacher; the multimask rows only when ``multimask``."""
     from mudo_app.train.teacher_eval import evaluate_clicks, evaluate_mask_prompts
 
     out: dict[str, Any] = {}
-    for first, key in (("deepest", "zero_shot_dice"), ("random", "random_first_click_dice")):
+    for first, candidates, key in CLICK_REPORTS:
+        if candidates and not multimask:
+            continue
         scores = evaluate_clicks(
-            teacher_model, contract, held_out, modality, (1, 3), progress=not args.quiet, first=first
+            teacher_model,
+            contract,
+            held_out,
+            modality,
+            (1, 3),
+            progress=not args.quiet,
+            first=first,
+            multimask=candidates,
         )
         out[key] = {str(k): v for k, v in scores.items()}
         out[key.replace("_dice", "_mean")] = {str(k): _mean(v) for k, v in scores.items()}
+        how = ", one-click answer from the multimask candidates" if candidates else ""
         for k, per in scores.items():
             print(
-                f"  {modality} {k} click(s), first {first}: mean {100 * _mean(per):.1f}; "
+                f"  {modality} {k} click(s), first {first}{how}: mean {100 * _mean(per):.1f}; "
                 + ", ".join(f"{n} {100 * d:.1f}" for n, d in per.items())
             )
     out["mask_prompt"] = evaluate_mask_prompts(teacher_model, contract, held_out, modality, progress=not args.quiet)
@@ -137,6 +168,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
             seed=args.seed,
             objects_per_crop=args.objects_per_crop,
             lesion_share=args.lesion_share,
+            multimask=args.multimask,
         )
         for m in modalities
     }
@@ -145,7 +177,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
     command = (
         f"muduo pretrain-teachers --cases {args.cases} --eval-cases {args.eval_cases} "
         f"--iterations {args.iterations} --seed {args.seed} --objects-per-crop {args.objects_per_crop} "
-        f"--lesion-share {args.lesion_share:g}"
+        f"--lesion-share {args.lesion_share:g}" + (" --multimask" if args.multimask else "")
     )
     teachers: dict[str, Any] = {}
     report = {"machine": describe(), "command": command, "held_out": _held_out_text(args), "teachers": teachers}
@@ -162,7 +194,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
             "command": command,
             "threads": args.threads,
             "data": f"synthetic foundation corpus, seed {FOUNDATION_SEED}, cases 0..{args.cases - 1}",
-            **_evaluate(model, contract, modality, held_out, args),
+            **_evaluate(model, contract, modality, held_out, args, settings[modality].multimask),
         }
         save_standin(args.out / fname, model, settings[modality].architecture, modality, provenance)
         teachers[modality] = provenance
@@ -191,7 +223,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         teachers[modality] = {
             "checkpoint": teacher.checkpoint,
             "standin": teacher.standin,
-            **_evaluate(teacher.model, teacher.contract, modality, held_out, args),
+            **_evaluate(teacher.model, teacher.contract, modality, held_out, args, args.multimask),
         }
     if args.json:
         write_json(args.json, report)

@@ -43,7 +43,9 @@ def case_disagreement(student_label: np.ndarray, ct: Volume, pet: Volume, teache
     (the student's label map ``student_label`` is on the grid both are on)."""
     predictors = []
     for teacher, volume in zip(teachers, (ct, pet), strict=True):
-        predictor = Sam3DPredictor(teacher.model, teacher.contract, cache_size=16)
+        predictor = Sam3DPredictor(
+            teacher.model, teacher.contract, cache_size=16, one_click_multimask=teacher.one_click_multimask
+        )
         predictor.set_image(volume.array, volume.affine, teacher.modality)
         predictors.append(predictor)
     return disagreement(student_label, predictors[0], predictors[1])

@@ -37,7 +37,13 @@ MODALITIES = {
 
 @dataclass
 class Teacher:
-    """A frozen 3D SAM with its input contract and where it came from."""
+    """A frozen 3D SAM with its input contract and where it came from.
+
+    ``one_click_multimask``: the model was trained to answer one click with its multimask candidates
+    (a stand-in trained with ``muduo pretrain-teachers --multimask``; official checkpoints answer with
+    the single output, as SAM-Med3D's own click inference does): give it to
+    :class:`~mudo_app.models.sam3d.Sam3DPredictor`.
+    """
 
     name: str  # "sam_med3d_ct" or "seganypet_pet"
     modality: str
@@ -45,6 +51,7 @@ class Teacher:
     contract: InputContract
     checkpoint: str
     standin: bool
+    one_click_multimask: bool = False
 
     def describe(self) -> str:
         kind = "STAND-IN (trained on synthetic data by this project)" if self.standin else "official checkpoint"
@@ -102,4 +109,5 @@ def load_teacher(
     model = model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return Teacher(name, modality, model, contract, str(path), standin)
+    multimask = standin and bool(ckpt.get("provenance", {}).get("settings", {}).get("multimask", False))
+    return Teacher(name, modality, model, contract, str(path), standin, multimask)

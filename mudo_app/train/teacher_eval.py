@@ -48,13 +48,17 @@ def evaluate_clicks(
     progress: bool = True,
     first: str = "deepest",
     seed: int = 0,
+    multimask: bool = False,
 ) -> dict[int, dict[str, float]]:
     """Zero-shot Dice per class after k clicks, on the full case grid.
 
     Each object (an organ, or one lesion) gets its own session: the first click at the object's deepest
     voxel (``first="deepest"``) or at a random voxel of it (``"random"``, drawn from ``seed``: users
     do not click at the deepest point), later clicks at the deepest voxel of the largest error, the
-    previous low-res logits fed back. Returns ``{k: {class name: mean Dice over objects}}``.
+    previous low-res logits fed back. ``multimask``: the one-click answer is the decoder's multimask
+    candidate with the highest predicted IoU (SAM's answer to an ambiguous prompt; meaningful for
+    teachers trained with ``TeacherPretrainSettings.multimask``), later clicks use the single output.
+    Returns ``{k: {class name: mean Dice over objects}}``.
     """
     if first not in FIRST_CLICKS:
         raise ValueError(f"first must be one of {FIRST_CLICKS}, got {first!r}")
@@ -67,7 +71,9 @@ def evaluate_clicks(
         for cls, target in click_objects(case.require_label().array):
             clicks, labels, mask_input = [first_click(target, rng).tolist()], [1], None
             for k in range(1, max(n_clicks) + 1):
-                res = pred.predict(points=clicks, labels=labels, mask_input=mask_input)
+                res = pred.predict(
+                    points=clicks, labels=labels, mask_input=mask_input, multimask_output=multimask and k == 1
+                )
                 if k in scores:
                     scores[k].setdefault(ID_TO_NAME[cls], []).append(binary_dice(res.mask, target))
                 nxt = next_click(target, res.mask)

@@ -49,7 +49,11 @@ class TeacherPretrainSettings:
     most of a step is not spent upsampling logits. ``checkpoint_every``: iterations between resumable
     training states (:func:`pretrain_teacher` ``state_path``). ``objects_per_crop``: click sessions per
     crop, the picked object and others the crop holds (:func:`sample_crop`); 1 is the picked
-    object alone, as the first stand-ins were trained.
+    object alone, as the first stand-ins were trained. ``multimask``: the one-click step also trains the
+    decoder's three multimask candidates as SAM does (:func:`candidate_losses`: the best candidate per
+    session, the IoU head on all), and the second click and mask prompt come from the candidate with the
+    highest predicted IoU, as :meth:`Sam3DPredictor.predict` picks it; the single output (index 0) is
+    trained on every step as before. False: the candidates stay untrained, as in the first stand-ins.
     """
 
     modality: str  # "CT" or "PET"
@@ -65,6 +69,7 @@ class TeacherPretrainSettings:
     loss_size: int = 64
     checkpoint_every: int = 250
     objects_per_crop: int = 1
+    multimask: bool = False
 
     def __post_init__(self) -> None:
         if self.modality not in ("CT", "PET"):
@@ -186,6 +191,34 @@ def full_grid_overlap(coarse: torch.Tensor, targets: torch.Tensor, pool: int) ->
     return inter, union.clamp(min=1)
 
 
+def candidate_losses(
+    candidates: torch.Tensor, targets: torch.Tensor, pool: int, iou_pred: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAM's loss for an ambiguous prompt: per session only the best of its M candidate masks is trained
+    (the lowest Dice + BCE), the IoU head on every candidate.
+
+    Args:
+        candidates: (B, M, L, L, L) logits on the loss grid.
+        targets: (B, 1, L, L, L) soft targets on the loss grid (the crop-grid targets average-pooled by
+            ``pool``, :func:`full_grid_overlap`).
+        pool: crop voxels per loss-grid voxel along an axis.
+        iou_pred: (B, M) the decoder's IoU estimates of the candidates.
+
+    Returns:
+        (the loss: the mean over sessions of the lowest candidate loss plus the MSE of the IoU estimates
+        against the candidates' IoU on the crop grid, the candidates' binary predictions (B, M, L, L, L)).
+    """
+    b, m = candidates.shape[:2]
+    flat = candidates.reshape(b * m, 1, *candidates.shape[2:])
+    flat_targets = targets.repeat_interleave(m, dim=0)
+    dice = DiceLoss(sigmoid=True, reduction="none")(flat, flat_targets).reshape(b, m)
+    bce = F.binary_cross_entropy_with_logits(flat, flat_targets, reduction="none").flatten(1).mean(1).reshape(b, m)
+    coarse = (candidates.detach() > 0).float()
+    inter, union = full_grid_overlap(coarse.reshape(b * m, 1, *candidates.shape[2:]), flat_targets, pool)
+    iou_loss = F.mse_loss(iou_pred, (inter / union).reshape(b, m))
+    return (dice + bce).min(dim=1).values.mean() + iou_loss, coarse
+
+
 def _clicks_tensor(clicks: list[list[tuple]]):
     coords = torch.tensor([[c for c, _ in row] for row in clicks], dtype=torch.float32)
     labels = torch.tensor([[lab for _, lab in row] for row in clicks], dtype=torch.int64)
@@ -302,7 +335,12 @@ def pretrain_teacher(
         clicks = [[(tuple(first_click(t, rng).tolist()), 1)] for t in targets_np]
         mask_prompt, loss = None, torch.zeros(())
         for step in range(settings.clicks):
-            logits, iou = model.decode(emb, points=_clicks_tensor(clicks), mask=mask_prompt)
+            multimask = settings.multimask and step == 0
+            if multimask:  # one click: the single output (index 0) and the three candidates
+                every, every_iou = model.decode_all(emb, points=_clicks_tensor(clicks), mask=mask_prompt)
+                logits, iou = every[:, :1], every_iou[:, :1]
+            else:
+                logits, iou = model.decode(emb, points=_clicks_tensor(clicks), mask=mask_prompt)
             up = F.interpolate(logits, size=size, mode="trilinear", align_corners=False)
             coarse = (up.detach() > 0).float()  # the prediction on the loss grid, nearest-upsampled below
             inter, union = full_grid_overlap(coarse, targets, pool)
@@ -313,6 +351,14 @@ def pretrain_teacher(
                 + F.mse_loss(iou[:, 0], inter / union)
             )
             mask_prompt = logits.detach()
+            if multimask:
+                cand = F.interpolate(every[:, 1:], size=size, mode="trilinear", align_corners=False)
+                cand_loss, cand_coarse = candidate_losses(cand, targets, pool, every_iou[:, 1:])
+                loss = loss + cand_loss
+                best = every_iou[:, 1:].detach().argmax(1)  # as at inference: the highest predicted IoU
+                rows = torch.arange(len(best))
+                mask_prompt = every[rows, 1 + best, None].detach()
+                coarse = cand_coarse[rows, best, None]
             if step + 1 < settings.clicks:
                 pred = F.interpolate(coarse, scale_factor=pool, mode="nearest") > 0.5
                 for b, t in enumerate(targets_np):

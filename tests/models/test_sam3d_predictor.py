@@ -127,3 +127,28 @@ def test_predict_rejects_bad_clicks(model, points, labels, match):
 def test_predict_without_image(model):
     with pytest.raises(InputError, match="set_image"):
         Sam3DPredictor(model, STANDIN_CT).predict(points=[[0, 0, 0]], labels=[1])
+
+
+def test_one_click_multimask_answers_a_lone_click_with_the_best_candidate(model, monkeypatch):
+    """With ``one_click_multimask`` one click (no mask prompt) gets the multimask candidate of the highest
+    predicted IoU; two clicks, or a click with a mask prompt, get the single output as before."""
+    calls = []
+
+    def decode(emb, points=None, mask=None, multimask_output=False):
+        calls.append(multimask_output)
+        logits = torch.full((1, 3 if multimask_output else 1, 32, 32, 32), -10.0)
+        logits[:, -1, 10:20, 10:20, 10:20] = 10.0  # only the last output finds something
+        return logits, torch.tensor([[0.1, 0.2, 0.9]] if multimask_output else [[0.5]])
+
+    monkeypatch.setattr(model, "decode", decode)
+    pred = Sam3DPredictor(model, STANDIN_CT, one_click_multimask=True)
+    pred.set_image(np.zeros((60, 60, 60), np.float32), np.diag([2.0, 2.0, 2.0, 1.0]), "CT")
+    first = pred.predict(points=[[30, 30, 30]], labels=[1])
+    assert calls == [True] and first.iou == pytest.approx(0.9) and first.mask.any()
+    pred.predict(points=[[30, 30, 30], [31, 30, 30]], labels=[1, 0])
+    pred.predict(points=[[30, 30, 30]], labels=[1], mask_input=first.low_res_logits)
+    assert calls == [True, False, False]
+    plain = Sam3DPredictor(model, STANDIN_CT)
+    plain.set_image(np.zeros((60, 60, 60), np.float32), np.diag([2.0, 2.0, 2.0, 1.0]), "CT")
+    plain.predict(points=[[30, 30, 30]], labels=[1])
+    assert calls[-1] is False

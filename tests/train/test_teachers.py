@@ -92,7 +92,7 @@ def test_pretrain_command_writes_a_loadable_standin_and_a_report_that_reproduces
     """What ``muduo pretrain-teachers`` writes (a tiny run): the stand-in, and a report naming the exact
     command, the data and the zero-shot Dice of the weights it wrote."""
     args = ["--cases", "1", "--eval-cases", "1", "--iterations", "1", "--seed", "3", "--objects-per-crop", "2"]
-    args += ["--lesion-share", "0.5"]
+    args += ["--lesion-share", "0.5", "--multimask"]
     work = ["--work", str(tmp_path / "work")]
     assert main(["pretrain-teachers", "--out", str(tmp_path), "--modality", "ct", *args, *work, "--quiet"]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
@@ -103,6 +103,8 @@ def test_pretrain_command_writes_a_loadable_standin_and_a_report_that_reproduces
     assert report["held_out"] == "synthetic foundation corpus, held-out seed 731002, cases 0..0"
     assert set(entry["zero_shot_dice"]) == {"1", "3"} and "liver" in entry["zero_shot_dice"]["1"]
     assert set(entry["random_first_click_dice"]) == {"1", "3"} and entry["mask_prompt"]["objects"] >= 1
+    assert entry["settings"]["multimask"] and set(entry["multimask_dice"]) == {"1", "3"}
+    assert set(entry["random_first_click_multimask_mean"]) == {"1", "3"}
     assert all(0 <= d <= 1 for per in entry["zero_shot_dice"].values() for d in per.values())
     teacher = load_teacher("CT", tmp_path / "standin_ct.pt")
     assert teacher.standin and "STAND-IN" in teacher.describe()
@@ -277,3 +279,47 @@ def test_random_first_click_evaluation_differs_and_checks_its_argument(cases):
     assert set(scores) == {1} and all(0.0 <= d <= 1.0 for d in scores[1].values())
     with pytest.raises(ValueError, match="first must be one of"):
         evaluate_clicks(model, STANDIN_PET, cases[:1], "PET", (1,), progress=False, first="centroid")
+
+
+def test_candidate_losses_train_only_the_best_candidate_and_the_iou_head_on_all():
+    """Two sessions, two candidates on a 2^3 loss grid (pool 1), the target the first half of the grid.
+    Candidate "right" (+20 on the target, -20 off it): Dice loss ~0 (MONAI's smoothing 1e-5), BCE
+    ~2e-9, IoU 1. Candidate "all" (+20 everywhere): Dice loss 1 - 2 * 4 / (4 + 8) = 1/3, BCE
+    (4 * 20 + 4 * 2e-9) / 8 = 10, IoU 4 / 8 = 0.5. Session 0 has them in the order (right, all),
+    session 1 (all, right): both sessions' lowest loss is ~0, from different candidates."""
+    from mudo_app.train.teachers import candidate_losses
+
+    target = torch.zeros(1, 1, 2, 2, 2)
+    target[0, 0, 0] = 1
+    right, everything = target * 40 - 20, torch.full_like(target, 20.0)
+    cand = torch.cat([torch.cat([right, everything], 1), torch.cat([everything, right], 1)]).requires_grad_()
+    targets = target.repeat(2, 1, 1, 1, 1)
+    exact_iou = torch.tensor([[1.0, 0.5], [0.5, 1.0]])
+    loss, coarse = candidate_losses(cand, targets, 1, exact_iou)
+    assert float(loss.detach()) == pytest.approx(0.0, abs=1e-4)
+    assert torch.equal(coarse, (cand.detach() > 0).float())
+    loss, _ = candidate_losses(cand, targets, 1, torch.full((2, 2), 0.5))  # IoU error 0.5 on half the pairs
+    assert float(loss.detach()) == pytest.approx(0.125, abs=1e-4)
+    loss.backward()
+    assert float(cand.grad[0, 1].abs().sum()) == 0 and float(cand.grad[1, 0].abs().sum()) == 0  # "all": no gradient
+
+
+def test_multimask_pretraining_trains_other_weights_and_is_evaluated_by_its_candidates(cases):
+    settings = TeacherPretrainSettings(modality="PET", iterations=2, batch_size=1, clicks=2, loss_size=32, seed=0)
+    single = pretrain_teacher(cases, STANDIN_PET, settings, progress=False)
+    multi_settings = TeacherPretrainSettings(**{**settings.__dict__, "multimask": True})
+    multi = pretrain_teacher(cases, STANDIN_PET, multi_settings, progress=False)
+    hyper = "mask_decoder.output_hypernetworks_mlps.1.layers.0.weight"  # the first candidate's
+    assert not torch.equal(single.state_dict()[hyper], multi.state_dict()[hyper])
+    scores = evaluate_clicks(multi, STANDIN_PET, cases[:1], "PET", (1, 2), progress=False, multimask=True)
+    assert set(scores) == {1, 2} and all(0.0 <= d <= 1.0 for per in scores.values() for d in per.values())
+
+
+def test_a_standin_trained_with_multimask_loads_as_answering_one_click_with_its_candidates(tmp_path):
+    model = build_sam3d("standin_small")
+    for multimask in (True, False):
+        path = tmp_path / f"standin_pet_{multimask}.pt"
+        save_standin(path, model, "standin_small", "PET", {"settings": {"multimask": multimask}})
+        assert load_teacher("PET", path).one_click_multimask is multimask
+    save_standin(tmp_path / "old.pt", model, "standin_small", "PET", {"note": "no settings"})
+    assert load_teacher("PET", tmp_path / "old.pt").one_click_multimask is False

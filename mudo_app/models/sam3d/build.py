@@ -87,6 +87,17 @@ class Sam3D(nn.Module):
         sparse, dense = self.prompt_encoder(points=points, masks=mask)
         return self.mask_decoder(embedding, self.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output)
 
+    def decode_all(
+        self,
+        embedding: torch.Tensor,
+        points: tuple[torch.Tensor, torch.Tensor] | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompts -> every output of the decoder: (low-res logits (B, 4, ...), IoU (B, 4)), index 0 the
+        single-mask output, 1..3 the multimask candidates (:meth:`MaskDecoder3D.all_outputs`)."""
+        sparse, dense = self.prompt_encoder(points=points, masks=mask)
+        return self.mask_decoder.all_outputs(embedding, self.prompt_encoder.get_dense_pe(), sparse, dense)
+
 
 def build_sam3d(name: str = "vit_b_ori", checkpoint: str | os.PathLike[str] | None = None) -> Sam3D:
     """Build a registered 3D SAM in eval mode, loading ``checkpoint`` strictly when given."""

@@ -139,6 +139,19 @@ class MaskDecoder3D(nn.Module):
 
         ``image_embeddings`` may have batch 1 while the prompts have batch B: it is repeated.
         """
+        masks, iou = self.all_outputs(image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings)
+        sl = slice(1, None) if multimask_output else slice(0, 1)
+        return masks[:, sl], iou[:, sl]
+
+    def all_outputs(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every mask token's output: (low-res logits (B, 1 + M, 4d, 4h, 4w), IoU (B, 1 + M)); index 0 is
+        the single-mask output, 1..M the multimask candidates (what training needs to reach both)."""
         b = sparse_prompt_embeddings.shape[0]
         out_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([out_tokens.unsqueeze(0).expand(b, -1, -1), sparse_prompt_embeddings], dim=1)
@@ -154,6 +167,4 @@ class MaskDecoder3D(nn.Module):
         hyper = torch.stack([mlp(mask_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1)
         _, cu, du, hu, wu = up.shape
         masks = (hyper @ up.view(b, cu, du * hu * wu)).view(b, -1, du, hu, wu)
-        iou = self.iou_prediction_head(iou_out)
-        sl = slice(1, None) if multimask_output else slice(0, 1)
-        return masks[:, sl], iou[:, sl]
+        return masks, self.iou_prediction_head(iou_out)

@@ -48,6 +48,9 @@ class Sam3DPredictor:
             normalisation), e.g. ``SAM_MED3D_CT``.
         device: where the model runs.
         cache_size: image embeddings kept (one per crop position, least recently used dropped).
+        one_click_multimask: answer a single click without a mask prompt with the multimask candidate
+            of the highest predicted IoU, as SAM answers an ambiguous prompt (for models trained so:
+            :attr:`mudo_app.models.teachers.Teacher.one_click_multimask`).
 
     Coordinate frames: clicks are voxel indices ``[i, j, k]`` of the volume given to ``set_image``
     (its own axis order); the predictor resamples a ``crop``^3 crop at the contract's spacing around
@@ -55,13 +58,21 @@ class Sam3DPredictor:
     grid. ``Prediction.low_res_logits`` stays in the crop's frame (feed it back as ``mask_input``).
     """
 
-    def __init__(self, model: Sam3D, contract: InputContract, device: str = "cpu", cache_size: int = 4):
+    def __init__(
+        self,
+        model: Sam3D,
+        contract: InputContract,
+        device: str = "cpu",
+        cache_size: int = 4,
+        one_click_multimask: bool = False,
+    ):
         if model.config.img_size != contract.crop:
             raise ValueError(f"model input {model.config.img_size}^3 does not match contract crop {contract.crop}")
         self.model = model.to(device).eval()
         self.contract = contract
         self.device = device
         self.cache_size = cache_size
+        self.one_click_multimask = one_click_multimask
         self._volume: Volume | None = None
         # crop key (its centre in world mm) -> (CropGrid, embedding)
         self._cache: OrderedDict[tuple[float, ...], tuple[CropGrid, torch.Tensor]] = OrderedDict()
@@ -150,7 +161,8 @@ class Sam3DPredictor:
         The crop is centred on the mean of the positive clicks (else of all clicks) unless every click
         already lies inside the current crop; its image embedding is computed once and cached.
         ``mask_input`` (low-res logits of an earlier result) is used only while the crop stays the same.
-        With ``multimask_output`` the candidate with the highest predicted IoU is returned.
+        With ``multimask_output`` (or one click and no mask prompt when the predictor was built with
+        ``one_click_multimask``) the candidate with the highest predicted IoU is returned.
         """
         if self._volume is None:
             raise InputError("no image: call set_image() first")
@@ -168,6 +180,7 @@ class Sam3DPredictor:
         else:
             raise InputError("a mask prompt alone needs a crop from an earlier click")
         coords = crop.world_to_crop(world) if len(pts) else None
+        multimask_output = multimask_output or (self.one_click_multimask and len(pts) == 1 and mask_input is None)
         with torch.no_grad():
             pt = None
             if coords is not None:
