@@ -56,14 +56,15 @@ def evaluate_clicks(
     voxel (``first="deepest"``) or at a random voxel of it (``"random"``, drawn from ``seed``: users
     do not click at the deepest point), later clicks at the deepest voxel of the largest error, the
     previous low-res logits fed back. ``multimask``: the one-click answer is the decoder's multimask
-    candidate with the highest predicted IoU (SAM's answer to an ambiguous prompt; meaningful for
-    teachers trained with ``TeacherPretrainSettings.multimask``), later clicks use the single output.
+    candidate with the highest predicted IoU (``Sam3DPredictor(one_click_multimask=True)``, SAM's answer
+    to an ambiguous prompt; meaningful for teachers trained with ``TeacherPretrainSettings.multimask``),
+    later clicks use the single output.
     Returns ``{k: {class name: mean Dice over objects}}``.
     """
     if first not in FIRST_CLICKS:
         raise ValueError(f"first must be one of {FIRST_CLICKS}, got {first!r}")
     rng = np.random.default_rng(seed) if first == "random" else None
-    pred = Sam3DPredictor(model, contract)
+    pred = Sam3DPredictor(model, contract, one_click_multimask=multimask)
     scores: dict[int, dict[str, list[float]]] = {k: {} for k in n_clicks}
     for case in tqdm(cases, desc=f"evaluate {modality} teacher", unit="case", disable=not progress):
         vol = modality_volume(case, modality)
@@ -71,9 +72,7 @@ def evaluate_clicks(
         for cls, target in click_objects(case.require_label().array):
             clicks, labels, mask_input = [first_click(target, rng).tolist()], [1], None
             for k in range(1, max(n_clicks) + 1):
-                res = pred.predict(
-                    points=clicks, labels=labels, mask_input=mask_input, multimask_output=multimask and k == 1
-                )
+                res = pred.predict(points=clicks, labels=labels, mask_input=mask_input)
                 if k in scores:
                     scores[k].setdefault(ID_TO_NAME[cls], []).append(binary_dice(res.mask, target))
                 nxt = next_click(target, res.mask)

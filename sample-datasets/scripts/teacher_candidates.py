@@ -1,0 +1,118 @@
+"""What a teacher's decoder offers for one click: every output mask, its size and its IoU estimate.
+
+Per organ of the held-out foundation corpus cases (the cases ``muduo evaluate-teachers`` scores; each
+lesion component as its own object too): one click at the object's deepest voxel, a crop centred on
+it (the teacher's contract: 128^3 at 2 mm), and the decoder's four outputs (index 0 the single output,
+1-3 the multimask candidates; :meth:`Sam3D.decode_all`), each scored on the crop grid: Dice, voxels
+predicted, the decoder's IoU estimate. Per class the mean Dice of each output, of the candidate with
+the highest IoU estimate (what ``Sam3DPredictor(one_click_multimask=True)`` returns) and of the best
+candidate by the truth (an oracle, for diagnosis only), and the mean predicted / true sizes. The
+teachers' own evaluation (Dice on the whole case grid) is ``muduo evaluate-teachers``.
+
+    .venv/bin/python sample-datasets/scripts/teacher_candidates.py --modality CT [--checkpoint CKPT] \
+        [--eval-cases 6] --json sample-datasets/benchmarks/teacher_candidates_ct.json
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mudo_app.bench.machine import describe
+from mudo_app.io.atomic import write_json
+from mudo_app.io.volume import Volume, resample_to_grid
+from mudo_app.labels import ID_TO_NAME
+from mudo_app.models.sam3d import CropGrid
+from mudo_app.models.teachers import load_teacher
+from mudo_app.prompts.clicks import first_click
+from mudo_app.synth.foundation import FOUNDATION_HELD_OUT_SEED, foundation_cases
+from mudo_app.train.teacher_eval import click_objects
+from mudo_app.train.teachers import modality_volume
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--modality", required=True, choices=("CT", "PET"))
+    parser.add_argument("--checkpoint", type=Path, default=None, help="teacher file (default: the shipped stand-in)")
+    parser.add_argument("--eval-cases", type=int, default=6)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", type=Path, required=True)
+    args = parser.parse_args()
+    if args.eval_cases < 1 or args.threads < 1:
+        parser.error("--eval-cases and --threads must be at least 1")
+    torch.set_num_threads(args.threads)
+    teacher = load_teacher(args.modality, args.checkpoint)
+    c = teacher.contract
+    rows: dict[str, list[dict]] = {}
+    for case in foundation_cases(0, args.eval_cases, held_out=True):
+        label = case.require_label()
+        for cls, target in click_objects(label.array):
+            click = first_click(target)
+            centre = (label.affine @ [*click, 1])[:3]
+            crop = CropGrid(label.affine, centre, c.spacing_mm, c.crop)
+            image = torch.from_numpy(c.normalise(crop.sample(modality_volume(case, args.modality), c.fill)))
+            clicked = Volume(target.astype(np.uint8), label.affine)  # the object itself (a lesion: its component)
+            truth = resample_to_grid(clicked, (crop.size,) * 3, crop.affine, order=0).array > 0
+            point = torch.from_numpy(crop.world_to_crop(centre[None])).float()[None]
+            with torch.no_grad():
+                emb = teacher.model.image_encoder(image[None, None])
+                logits, iou = teacher.model.decode_all(emb, points=(point, torch.ones(1, 1, dtype=torch.int64)))
+            up = (F.interpolate(logits, size=truth.shape, mode="trilinear", align_corners=False)[0] > 0).numpy()
+            inter = (up & truth).reshape(4, -1).sum(1)
+            size = up.reshape(4, -1).sum(1)
+            dice = 2 * inter / np.maximum(1, size + truth.sum())
+            chosen = 1 + int(iou[0, 1:].argmax())
+            rows.setdefault(ID_TO_NAME[cls], []).append(
+                {
+                    "dice": dice.tolist(),
+                    "voxels": size.tolist(),
+                    "iou_estimate": iou[0].tolist(),
+                    "true_iou": (inter / np.maximum(1, size + truth.sum() - inter)).tolist(),
+                    "target_voxels": int(truth.sum()),
+                    "chosen": chosen,
+                }
+            )
+    summary = {}
+    for name, objs in rows.items():
+        d = np.array([o["dice"] for o in objs])
+        summary[name] = {
+            "objects": len(objs),
+            "dice_per_output": d.mean(0).round(4).tolist(),
+            "dice_chosen_by_iou_estimate": round(float(np.mean([o["dice"][o["chosen"]] for o in objs])), 4),
+            "dice_best_candidate_oracle": round(float(d[:, 1:].max(1).mean()), 4),
+            "voxels_per_output": np.mean([o["voxels"] for o in objs], 0).round(0).tolist(),
+            "target_voxels": round(float(np.mean([o["target_voxels"] for o in objs])), 0),
+            "iou_estimate_per_output": np.mean([o["iou_estimate"] for o in objs], 0).round(3).tolist(),
+            "true_iou_per_output": np.mean([o["true_iou"] for o in objs], 0).round(3).tolist(),
+        }
+    means = {
+        "dice_single_output": np.mean([s["dice_per_output"][0] for s in summary.values()]),
+        "dice_chosen_by_iou_estimate": np.mean([s["dice_chosen_by_iou_estimate"] for s in summary.values()]),
+        "dice_best_candidate_oracle": np.mean([s["dice_best_candidate_oracle"] for s in summary.values()]),
+    }
+    means = {k: round(float(v), 4) for k, v in means.items()}
+    report = {
+        "machine": describe(),
+        "teacher": teacher.describe(),
+        "held_out": f"synthetic foundation corpus, held-out seed {FOUNDATION_HELD_OUT_SEED}, "
+        f"cases 0..{args.eval_cases - 1}",
+        "protocol": "one click at the object's deepest voxel; Dice on the 128^3 crop grid centred on it",
+        "class_mean": means,
+        "per_class": summary,
+    }
+    write_json(args.json, report)
+    for name, s in summary.items():
+        print(
+            f"{name:24s} dice per output {[round(100 * v, 1) for v in s['dice_per_output']]}  "
+            f"voxels {s['voxels_per_output']} of {s['target_voxels']:.0f}  iou est {s['iou_estimate_per_output']}"
+        )
+    print("class means:", means)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
