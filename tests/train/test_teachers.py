@@ -323,3 +323,20 @@ def test_a_standin_trained_with_multimask_loads_as_answering_one_click_with_its_
         assert load_teacher("PET", path).one_click_multimask is multimask
     save_standin(tmp_path / "old.pt", model, "standin_small", "PET", {"note": "no settings"})
     assert load_teacher("PET", tmp_path / "old.pt").one_click_multimask is False
+
+
+def test_evaluate_command_reports_both_teachers_with_the_multimask_rows(tmp_path, capsys):
+    """``muduo evaluate-teachers --multimask`` on the shipped stand-ins (one held-out case): a report per
+    teacher with the single-output and the multimask click rows and the mask-prompt answer."""
+    out = tmp_path / "evaluation.json"
+    assert main(["evaluate-teachers", "--eval-cases", "1", "--multimask", "--json", str(out), "--quiet"]) == 0
+    report = json.loads(out.read_text())
+    assert report["held_out"] == "synthetic foundation corpus, held-out seed 731002, cases 0..0"
+    for modality in ("CT", "PET"):
+        entry = report["teachers"][modality]
+        assert entry["standin"] and entry["checkpoint"].endswith(f"standin_{modality.lower()}.pt")
+        for key in ("zero_shot_mean", "random_first_click_mean", "multimask_mean", "random_first_click_multimask_mean"):
+            assert set(entry[key]) == {"1", "3"} and all(0 <= v <= 1 for v in entry[key].values())
+        assert entry["mask_prompt"]["objects"] >= 1
+    assert "one-click answer from the multimask candidates" in capsys.readouterr().out
+    assert main(["evaluate-teachers", "--eval-cases", "0"]) == 2
