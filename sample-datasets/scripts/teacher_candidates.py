@@ -6,11 +6,13 @@ it (the teacher's contract: 128^3 at 2 mm), and the decoder's four outputs (inde
 1-3 the multimask candidates; :meth:`Sam3D.decode_all`), each scored on the crop grid: Dice, voxels
 predicted, the decoder's IoU estimate. Per class the mean Dice of each output, of the candidate with
 the highest IoU estimate (what ``Sam3DPredictor(one_click_multimask=True)`` returns) and of the best
-candidate by the truth (an oracle, for diagnosis only), and the mean predicted / true sizes. The
-teachers' own evaluation (Dice on the whole case grid) is ``muduo evaluate-teachers``.
+candidate by the truth (an oracle, for diagnosis only), and the mean predicted / true sizes.
+``--blank``: the same clicks on an image without content (the normalised crop all zeros): what the
+decoder answers from the click alone. The teachers' own evaluation (Dice on the whole case grid) is
+``muduo evaluate-teachers``.
 
     .venv/bin/python sample-datasets/scripts/teacher_candidates.py --modality CT [--checkpoint CKPT] \
-        [--eval-cases 6] --json sample-datasets/benchmarks/teacher_candidates_ct.json
+        [--eval-cases 6] [--blank] --json sample-datasets/benchmarks/teacher_candidates/ct_shipped.json
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def main() -> int:
     parser.add_argument("--checkpoint", type=Path, default=None, help="teacher file (default: the shipped stand-in)")
     parser.add_argument("--eval-cases", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--blank", action="store_true", help="an image without content instead of the case's crop")
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args()
     if args.eval_cases < 1 or args.threads < 1:
@@ -55,6 +58,8 @@ def main() -> int:
             centre = (label.affine @ [*click, 1])[:3]
             crop = CropGrid(label.affine, centre, c.spacing_mm, c.crop)
             image = torch.from_numpy(c.normalise(crop.sample(modality_volume(case, args.modality), c.fill)))
+            if args.blank:
+                image = torch.zeros_like(image)
             clicked = Volume(target.astype(np.uint8), label.affine)  # the object itself (a lesion: its component)
             truth = resample_to_grid(clicked, (crop.size,) * 3, crop.affine, order=0).array > 0
             point = torch.from_numpy(crop.world_to_crop(centre[None])).float()[None]
@@ -100,7 +105,8 @@ def main() -> int:
         "teacher": teacher.describe(),
         "held_out": f"synthetic foundation corpus, held-out seed {FOUNDATION_HELD_OUT_SEED}, "
         f"cases 0..{args.eval_cases - 1}",
-        "protocol": "one click at the object's deepest voxel; Dice on the 128^3 crop grid centred on it",
+        "protocol": "one click at the object's deepest voxel; Dice on the 128^3 crop grid centred on it"
+        + ("; the image replaced by zeros (no content)" if args.blank else ""),
         "class_mean": means,
         "per_class": summary,
     }
