@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from mudo_app.evaluation.autopet import CONNECTIVITY_18
 from mudo_app.evaluation.metrics import binary_dice
 from mudo_app.io.datastore import Case
-from mudo_app.io.volume import resample_to_grid
+from mudo_app.io.volume import Volume, resample_to_grid
 from mudo_app.labels import ID_TO_NAME, LABEL_IDS, LESION
 from mudo_app.models.sam3d import CropGrid, InputContract, Sam3D, Sam3DPredictor
 from mudo_app.prompts.clicks import first_click, next_click
@@ -84,6 +84,21 @@ def evaluate_clicks(
     return {k: {name: float(np.mean(v)) for name, v in per.items()} for k, per in scores.items()}
 
 
+def object_crop(
+    case: Case, modality: str, contract: InputContract, target: np.ndarray
+) -> tuple[CropGrid, torch.Tensor, np.ndarray]:
+    """The teacher's view of one click object (``target``: (X, Y, Z) bool on the case grid, from
+    :func:`click_objects`): the contract's crop centred on the object's deepest voxel, its normalised
+    image (1, 1, S, S, S) and the object on the crop grid (S, S, S) bool, in the crop's axis order."""
+    label = case.require_label()
+    centre = (label.affine @ [*first_click(target), 1])[:3]
+    crop = CropGrid(label.affine, centre, contract.spacing_mm, contract.crop)
+    image = contract.normalise(crop.sample(modality_volume(case, modality), contract.fill))
+    clicked = Volume(target.astype(np.uint8), label.affine)
+    truth = resample_to_grid(clicked, (crop.size,) * 3, crop.affine, order=0).array > 0
+    return crop, torch.from_numpy(image)[None, None], truth
+
+
 def degraded_prompt(target: torch.Tensor, low: float = 0.4, high: float = 0.7) -> tuple[torch.Tensor, float] | None:
     """A student-like imperfect mask prompt of known quality for a (S, S, S) binary ``target``: its soft
     mask at the decoder's resolution (S/4), shifted by 1, 2, ... low-res voxels along one axis, then
@@ -117,15 +132,11 @@ def evaluate_mask_prompts(
     """
     prompts, answers = [], []
     for case in tqdm(cases, desc=f"mask prompts {modality}", unit="case", disable=not progress):
-        vol = modality_volume(case, modality)
         for cls, target in click_objects(case.require_label().array):
             if cls == LESION:
                 continue
-            centre = (case.require_label().affine @ [*first_click(target), 1])[:3]
-            crop = CropGrid(case.require_label().affine, centre, contract.spacing_mm, contract.crop)
-            image = torch.from_numpy(contract.normalise(crop.sample(vol, contract.fill)))[None, None]
-            on_crop = resample_to_grid(case.require_label(), (crop.size,) * 3, crop.affine, order=0)
-            crop_target = torch.from_numpy(on_crop.array == cls)
+            _, image, truth = object_crop(case, modality, contract, target)
+            crop_target = torch.from_numpy(truth)
             made = degraded_prompt(crop_target)
             if made is None:
                 continue

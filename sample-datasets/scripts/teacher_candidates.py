@@ -25,15 +25,12 @@ import torch
 import torch.nn.functional as F
 
 from mudo_app.bench.machine import describe
+from mudo_app.evaluation.metrics import binary_dice
 from mudo_app.io.atomic import write_json
-from mudo_app.io.volume import Volume, resample_to_grid
 from mudo_app.labels import ID_TO_NAME
-from mudo_app.models.sam3d import CropGrid
 from mudo_app.models.teachers import load_teacher
-from mudo_app.prompts.clicks import first_click
 from mudo_app.synth.foundation import FOUNDATION_HELD_OUT_SEED, foundation_cases
-from mudo_app.train.teacher_eval import click_objects
-from mudo_app.train.teachers import modality_volume
+from mudo_app.train.teacher_eval import click_objects, object_crop
 
 
 def main() -> int:
@@ -52,24 +49,18 @@ def main() -> int:
     c = teacher.contract
     rows: dict[str, list[dict]] = {}
     for case in foundation_cases(0, args.eval_cases, held_out=True):
-        label = case.require_label()
-        for cls, target in click_objects(label.array):
-            click = first_click(target)
-            centre = (label.affine @ [*click, 1])[:3]
-            crop = CropGrid(label.affine, centre, c.spacing_mm, c.crop)
-            image = torch.from_numpy(c.normalise(crop.sample(modality_volume(case, args.modality), c.fill)))
+        for cls, target in click_objects(case.require_label().array):
+            crop, image, truth = object_crop(case, args.modality, c, target)  # a lesion: its component
             if args.blank:
                 image = torch.zeros_like(image)
-            clicked = Volume(target.astype(np.uint8), label.affine)  # the object itself (a lesion: its component)
-            truth = resample_to_grid(clicked, (crop.size,) * 3, crop.affine, order=0).array > 0
-            point = torch.from_numpy(crop.world_to_crop(centre[None])).float()[None]
+            point = torch.from_numpy(crop.world_to_crop(crop.centre_world[None])).float()[None]
             with torch.no_grad():
-                emb = teacher.model.image_encoder(image[None, None])
+                emb = teacher.model.image_encoder(image)
                 logits, iou = teacher.model.decode_all(emb, points=(point, torch.ones(1, 1, dtype=torch.int64)))
             up = (F.interpolate(logits, size=truth.shape, mode="trilinear", align_corners=False)[0] > 0).numpy()
             inter = (up & truth).reshape(4, -1).sum(1)
             size = up.reshape(4, -1).sum(1)
-            dice = 2 * inter / np.maximum(1, size + truth.sum())
+            dice = np.array([binary_dice(u, truth) for u in up])  # the object is in its crop: never NaN
             chosen = 1 + int(iou[0, 1:].argmax())
             rows.setdefault(ID_TO_NAME[cls], []).append(
                 {
