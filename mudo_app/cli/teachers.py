@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -52,6 +53,13 @@ def register(sub) -> None:
         action="store_true",
         help="also train the decoder's three candidate masks on the one-click step (SAM's ambiguity-aware "
         "output) and report the one-click Dice of the candidate with the highest predicted IoU",
+    )
+    p.add_argument(
+        "--dense-weight",
+        type=float,
+        default=0.0,
+        help="weight of an auxiliary dense segmentation loss on the image encoder (a training-only head "
+        "predicts every class of each crop's label map; not part of the saved teacher; default 0: none)",
     )
     _common(p)
     p.set_defaults(run=run_pretrain)
@@ -159,6 +167,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
     _check_positive(args, ("cases", "eval_cases", "iterations", "threads", "objects_per_crop"))
     if not 0 <= args.lesion_share <= 1:
         raise InputError(f"--lesion-share must lie in [0, 1], got {args.lesion_share}")
+    if not (args.dense_weight >= 0 and math.isfinite(args.dense_weight)):
+        raise InputError(f"--dense-weight must be a finite number >= 0, got {args.dense_weight}")
     torch.set_num_threads(args.threads)
     modalities = ["CT", "PET"] if args.modality == "both" else [args.modality.upper()]
     settings = {
@@ -169,6 +179,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
             objects_per_crop=args.objects_per_crop,
             lesion_share=args.lesion_share,
             multimask=args.multimask,
+            dense_weight=args.dense_weight,
         )
         for m in modalities
     }
@@ -177,7 +188,9 @@ def run_pretrain(args: argparse.Namespace) -> int:
     command = (
         f"muduo pretrain-teachers --cases {args.cases} --eval-cases {args.eval_cases} "
         f"--iterations {args.iterations} --seed {args.seed} --objects-per-crop {args.objects_per_crop} "
-        f"--lesion-share {args.lesion_share:g}" + (" --multimask" if args.multimask else "")
+        f"--lesion-share {args.lesion_share:g}"
+        + (" --multimask" if args.multimask else "")
+        + (f" --dense-weight {args.dense_weight:g}" if args.dense_weight > 0 else "")
     )
     teachers: dict[str, Any] = {}
     report = {"machine": describe(), "command": command, "held_out": _held_out_text(args), "teachers": teachers}

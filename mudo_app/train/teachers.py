@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from monai.losses import DiceLoss
 from scipy import ndimage
+from torch import nn
 from tqdm.auto import tqdm
 
 from mudo_app.errors import InputError
@@ -32,8 +33,9 @@ from mudo_app.evaluation.autopet import CONNECTIVITY_18
 from mudo_app.io.atomic import atomic_write
 from mudo_app.io.datastore import Case
 from mudo_app.io.volume import Volume, resample_to_grid
-from mudo_app.labels import LESION
+from mudo_app.labels import LESION, NUM_CLASSES
 from mudo_app.models.sam3d import CropGrid, InputContract, Sam3D, build_sam3d
+from mudo_app.models.sam3d.common import LayerNorm3d
 from mudo_app.prompts.clicks import first_click, next_click
 from mudo_app.transforms.patches import class_voxels
 
@@ -70,6 +72,7 @@ class TeacherPretrainSettings:
     checkpoint_every: int = 250
     objects_per_crop: int = 1
     multimask: bool = False
+    dense_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.modality not in ("CT", "PET"):
@@ -79,6 +82,8 @@ class TeacherPretrainSettings:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.lesion_share <= 1:
             raise ValueError(f"lesion_share must lie in [0, 1], got {self.lesion_share}")
+        if not (self.dense_weight >= 0 and math.isfinite(self.dense_weight)):
+            raise ValueError(f"dense_weight must be a finite number >= 0, got {self.dense_weight}")
         if self.loss_size < 8 or 128 % self.loss_size:
             raise ValueError(f"loss_size must divide the 128-voxel crop (8..128), got {self.loss_size}")
 
@@ -143,14 +148,15 @@ def sample_crop(
     objects: TrainingObjects | None = None,
     lesion_share: float = 0.25,
     count: int = 1,
-) -> tuple[np.ndarray, list[np.ndarray], list[int]]:
+) -> tuple[np.ndarray, list[np.ndarray], list[int], np.ndarray]:
     """A training crop around a random object and ``count`` click targets in it.
 
-    Returns ``(normalised image (S, S, S), [binary target (S, S, S)] * count, [class id] * count)``, all on
-    the crop grid in its own axis order. The first target is the picked object (one organ, or one lesion
-    component) the crop is centred near; the others are further objects of the crop with at least
-    :data:`MIN_OBJECT_VOXELS` voxels in it, drawn without replacement; when the crop holds too few, the
-    picked object is repeated (another session: another first click). ``objects``: the case's
+    Returns ``(normalised image (S, S, S), [binary target (S, S, S)] * count, [class id] * count, label
+    map (S, S, S) uint8)``, all on the crop grid in its own axis order; the label map holds the product's
+    class ids (:mod:`mudo_app.labels`; 0 outside the case). The first target is the picked object (one
+    organ, or one lesion component) the crop is centred near; the others are further objects of the crop
+    with at least :data:`MIN_OBJECT_VOXELS` voxels in it, drawn without replacement; when the crop holds
+    too few, the picked object is repeated (another session: another first click). ``objects``: the case's
     :class:`TrainingObjects`, computed once per case. The draws for ``count`` 1 come first, so a crop
     and its first target do not depend on ``count``.
     """
@@ -172,7 +178,8 @@ def sample_crop(
         ids += [others[int(i)] for i in rng.choice(len(others), size=take, replace=False)] if take else []
         ids += [obj] * (count - len(ids))
     targets = [on_crop == k for k in ids]
-    return image, targets, [LESION if k >= LESION_OBJECT_BASE else k for k in ids]
+    classes = np.where(on_crop >= LESION_OBJECT_BASE, LESION, on_crop).astype(np.uint8)
+    return image, targets, [LESION if k >= LESION_OBJECT_BASE else k for k in ids], classes
 
 
 def full_grid_overlap(coarse: torch.Tensor, targets: torch.Tensor, pool: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -219,6 +226,67 @@ def candidate_losses(
     return (dice + bce).min(dim=1).values.mean() + iou_loss, coarse
 
 
+class DenseHead(nn.Module):
+    """A training-only head that segments every class from a 3D SAM image embedding (:func:`dense_loss`).
+
+    (B, C, G, G, G) embedding -> (B, classes, 4G, 4G, 4G) logits, the mask decoder's output grid: two
+    stride-2 transposed convolutions as the decoder's own upscaling (C -> C/4 -> C/8 channels, the first
+    followed by a channel layer norm), then a 1^3 convolution to the classes.
+
+    Args:
+        channels: the embedding's channels (``Sam3DConfig.out_chans``), a multiple of 8.
+        classes: output classes (background included).
+    """
+
+    def __init__(self, channels: int, classes: int = NUM_CLASSES):
+        super().__init__()
+        if channels < 8 or channels % 8:
+            raise ValueError(f"channels must be a positive multiple of 8, got {channels}")
+        self.layers = nn.Sequential(
+            nn.ConvTranspose3d(channels, channels // 4, kernel_size=2, stride=2),
+            LayerNorm3d(channels // 4),
+            nn.GELU(),
+            nn.ConvTranspose3d(channels // 4, channels // 8, kernel_size=2, stride=2),
+            nn.GELU(),
+            nn.Conv3d(channels // 8, classes, kernel_size=1),
+        )
+
+    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+        return self.layers(embedding)
+
+
+def dense_loss(logits: torch.Tensor, classes: torch.Tensor, classes_count: int = NUM_CLASSES) -> torch.Tensor:
+    """Soft cross-entropy + soft Dice (softmax, every class, mean over classes and batch) of a dense
+    prediction against label maps on a finer grid.
+
+    Args:
+        logits: (B, classes_count, L, L, L) on the coarse grid.
+        classes: (B, S, S, S) integer label maps, S a multiple of L; each coarse voxel's target is the
+            fraction of its (S / L)^3 fine voxels in each class.
+        classes_count: the number of classes (logit channels).
+    """
+    if logits.shape[1] != classes_count:
+        raise ValueError(f"logits must have {classes_count} channels, got {logits.shape[1]}")
+    pool = classes.shape[-1] // logits.shape[-1]
+    if pool < 1 or classes.shape[-1] != pool * logits.shape[-1]:
+        raise ValueError(f"label grid {tuple(classes.shape[1:])} is not a multiple of {tuple(logits.shape[2:])}")
+    soft = class_fractions(classes, logits.shape[-1], classes_count)
+    return F.cross_entropy(logits, soft) + DiceLoss(softmax=True)(logits, soft)
+
+
+def class_fractions(classes: torch.Tensor, size: int, classes_count: int) -> torch.Tensor:
+    """(B, S, S, S) integer label maps -> (B, classes_count, L, L, L) float32, L = ``size``: per coarse
+    voxel, the fraction of its (S / L)^3 fine voxels in each class (the average-pooled one-hot map,
+    counted with one ``bincount`` instead of a 14-fold one-hot copy)."""
+    b, s = classes.shape[0], classes.shape[-1]
+    p = s // size
+    cells = size**3
+    blocks = classes.long().reshape(b, size, p, size, p, size, p).permute(0, 1, 3, 5, 2, 4, 6).reshape(b, cells, -1)
+    key = (torch.arange(b).view(b, 1, 1) * classes_count + blocks) * cells + torch.arange(cells).view(1, cells, 1)
+    counts = torch.bincount(key.flatten(), minlength=b * classes_count * cells)
+    return (counts.float() / p**3).view(b, classes_count, size, size, size)
+
+
 def _clicks_tensor(clicks: list[list[tuple]]):
     coords = torch.tensor([[c for c, _ in row] for row in clicks], dtype=torch.float32)
     labels = torch.tensor([[lab for _, lab in row] for row in clicks], dtype=torch.int64)
@@ -238,7 +306,7 @@ def warmup_cosine(total: int, warmup_fraction: float = 0.05):
     return factor
 
 
-def _save_state(path: Path, iteration: int, seconds: float, model, opt, sched, rng, settings) -> None:
+def _save_state(path: Path, iteration: int, seconds: float, model, head, opt, sched, rng, settings) -> None:
     state = {
         "iteration": iteration,
         "seconds": seconds,
@@ -248,6 +316,7 @@ def _save_state(path: Path, iteration: int, seconds: float, model, opt, sched, r
         "scheduler": sched.state_dict(),
         "rng": rng.bit_generator.state,
         "torch_rng": torch.get_rng_state(),
+        **({} if head is None else {"dense_head": head.state_dict()}),
     }
     with atomic_write(path) as tmp:
         torch.save(state, tmp)
@@ -279,7 +348,9 @@ def pretrain_teacher(
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     model = build_sam3d(settings.architecture).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=1e-4)
+    head = DenseHead(model.config.out_chans).train() if settings.dense_weight > 0 else None
+    params = list(model.parameters()) + ([] if head is None else list(head.parameters()))
+    opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(settings.iterations))
     start, earlier_seconds = 0, 0.0
     state_file = None if state_path is None else Path(state_path)
@@ -291,6 +362,8 @@ def pretrain_teacher(
                 "delete it or train with the same settings"
             )
         model.load_state_dict(state["model"])
+        if head is not None:
+            head.load_state_dict(state["dense_head"])
         opt.load_state_dict(state["optimiser"])
         sched.load_state_dict(state["scheduler"])
         rng.bit_generator.state = state["rng"]
@@ -331,9 +404,13 @@ def pretrain_teacher(
         full = torch.from_numpy(np.stack(targets_np)).float()[:, None]
         targets = F.avg_pool3d(full, pool) if pool > 1 else full  # soft targets on the loss grid
         # one embedding per crop, shared by its sessions
-        emb = model.image_encoder(images).repeat_interleave(settings.objects_per_crop, dim=0)
+        crop_emb = model.image_encoder(images)
+        emb = crop_emb.repeat_interleave(settings.objects_per_crop, dim=0)
         clicks = [[(tuple(first_click(t, rng).tolist()), 1)] for t in targets_np]
         mask_prompt, loss = None, torch.zeros(())
+        if head is not None:
+            label_maps = torch.from_numpy(np.stack([c[3] for c in crops]))
+            loss = settings.dense_weight * dense_loss(head(crop_emb), label_maps)
         for step in range(settings.clicks):
             multimask = settings.multimask and step == 0
             if multimask:  # one click: the single output (index 0) and the three candidates
@@ -370,12 +447,12 @@ def pretrain_teacher(
             loss = loss + dice(up, targets) + F.binary_cross_entropy_with_logits(up, targets)
         opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         bar.set_postfix(loss=f"{loss.detach().item() / (settings.clicks + settings.mask_rounds):.3f}")
         done = it + 1
         if state_file is not None and (done % settings.checkpoint_every == 0 or done == settings.iterations):
             seconds = earlier_seconds + time.perf_counter() - t0
-            _save_state(state_file, done, seconds, model, opt, sched, rng, settings)
+            _save_state(state_file, done, seconds, model, head, opt, sched, rng, settings)
     return model.eval()

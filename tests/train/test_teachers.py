@@ -22,9 +22,11 @@ def cases():
 
 def test_sample_crop_target_matches_class(cases):
     rng = np.random.default_rng(0)
-    image, [target], [cls] = sample_crop(cases[0], "PET", STANDIN_PET, rng)
+    image, [target], [cls], label_map = sample_crop(cases[0], "PET", STANDIN_PET, rng)
     assert image.shape == (128, 128, 128) and target.shape == (128, 128, 128)
     assert target.any() and 1 <= cls <= 13
+    assert label_map.dtype == np.uint8 and label_map.shape == (128, 128, 128)
+    assert (label_map[target] == cls).all() and set(np.unique(label_map)) <= set(range(14))
     assert abs(float(image[image != image.min()].mean())) < 5  # normalised
 
 
@@ -157,7 +159,7 @@ def test_sample_crop_target_is_a_single_lesion_component():
 
     case = _case_with(_two_lesion_label())
     for seed in range(4):
-        _, [target], [cls] = sample_crop(case, "PET", STANDIN_PET, np.random.default_rng(seed), lesion_share=1.0)
+        _, [target], [cls], _ = sample_crop(case, "PET", STANDIN_PET, np.random.default_rng(seed), lesion_share=1.0)
         assert cls == 13 and target.any()
         assert ndimage.label(target, structure=ndimage.generate_binary_structure(3, 2))[1] == 1
 
@@ -166,8 +168,11 @@ def test_sample_crop_adds_the_crops_other_objects_then_repeats_the_picked_one():
     """The whole 160 mm case lies in the 256 mm crop: a liver and two lesions, three objects to click."""
     case = _case_with(_two_lesion_label())
     for seed in range(3):
-        image, [target], [cls] = sample_crop(case, "PET", STANDIN_PET, np.random.default_rng(seed))
-        image5, targets, classes = sample_crop(case, "PET", STANDIN_PET, np.random.default_rng(seed), count=5)
+        image, [target], [cls], label_map = sample_crop(case, "PET", STANDIN_PET, np.random.default_rng(seed))
+        image5, targets, classes, label_map5 = sample_crop(
+            case, "PET", STANDIN_PET, np.random.default_rng(seed), count=5
+        )
+        np.testing.assert_array_equal(label_map5, label_map)
         np.testing.assert_array_equal(image5, image)  # count 1's draws come first: the same crop
         np.testing.assert_array_equal(targets[0], target)
         assert classes[0] == cls and len(targets) == len(classes) == 5
@@ -178,7 +183,7 @@ def test_sample_crop_adds_the_crops_other_objects_then_repeats_the_picked_one():
             np.testing.assert_array_equal(repeat, target)
     liver_only = _two_lesion_label()
     liver_only[liver_only == 13] = 0
-    _, targets, classes = sample_crop(_case_with(liver_only), "CT", STANDIN_PET, np.random.default_rng(0), count=3)
+    _, targets, classes, _ = sample_crop(_case_with(liver_only), "CT", STANDIN_PET, np.random.default_rng(0), count=3)
     assert classes == [1, 1, 1] and all(np.array_equal(t, targets[0]) for t in targets)
     with pytest.raises(ValueError, match="count"):
         sample_crop(case, "CT", STANDIN_PET, np.random.default_rng(0), count=0)
@@ -228,6 +233,8 @@ def test_settings_are_checked():
         TeacherPretrainSettings(modality="CT", loss_size=48)
     with pytest.raises(ValueError, match="objects_per_crop"):
         TeacherPretrainSettings(modality="CT", objects_per_crop=0)
+    with pytest.raises(ValueError, match="dense_weight"):
+        TeacherPretrainSettings(modality="CT", dense_weight=-0.5)
 
 
 def test_an_interrupted_pretraining_resumes_to_the_uninterrupted_weights(cases, tmp_path, monkeypatch):
@@ -340,3 +347,53 @@ def test_evaluate_command_reports_both_teachers_with_the_multimask_rows(tmp_path
         assert entry["mask_prompt"]["objects"] >= 1
     assert "one-click answer from the multimask candidates" in capsys.readouterr().out
     assert main(["evaluate-teachers", "--eval-cases", "0"]) == 2
+
+
+def test_dense_loss_by_hand():
+    """2 classes, one coarse voxel over 2^3 fine voxels, 2 of them class 1: soft target (0.75, 0.25)."""
+    from mudo_app.train.teachers import dense_loss
+
+    classes = torch.zeros(1, 2, 2, 2, dtype=torch.long)
+    classes[0, 0, 0, :] = 1
+    logits = torch.zeros(1, 2, 1, 1, 1)  # softmax (0.5, 0.5)
+    ce = np.log(2)  # -(0.75 + 0.25) * log 0.5
+    # Dice per class: 1 - 2 * p * t / (p + t) with MONAI's smoothing 1e-5 on both sides
+    dice = np.mean([1 - (2 * 0.5 * t + 1e-5) / (0.5 + t + 1e-5) for t in (0.75, 0.25)])  # (0.2, 0.3333)
+    assert float(dense_loss(logits, classes, 2)) == pytest.approx(ce + dice, rel=1e-5)
+    perfect = torch.tensor([-20.0, 20.0]).view(1, 2, 1, 1, 1)  # all class 1, target a quarter of it
+    assert float(dense_loss(perfect, torch.ones(1, 2, 2, 2, dtype=torch.long), 2)) == pytest.approx(0, abs=1e-5)
+    with pytest.raises(ValueError, match="channels"):
+        dense_loss(logits, classes, 3)
+    with pytest.raises(ValueError, match="multiple"):
+        dense_loss(torch.zeros(1, 2, 3, 3, 3), classes, 2)
+
+
+def test_dense_head_shapes_and_dense_pretraining_trains_the_encoder_only_through_it(cases, tmp_path):
+    from mudo_app.train.teachers import DenseHead
+
+    assert DenseHead(96)(torch.zeros(2, 96, 8, 8, 8)).shape == (2, 14, 32, 32, 32)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        DenseHead(12)
+    base = {"modality": "CT", "iterations": 2, "batch_size": 1, "clicks": 1, "mask_rounds": 0, "loss_size": 32}
+    plain = pretrain_teacher(cases, STANDIN_PET, TeacherPretrainSettings(**base), progress=False)
+    dense = TeacherPretrainSettings(**base, dense_weight=1.0, checkpoint_every=1)
+    with_head = pretrain_teacher(cases, STANDIN_PET, dense, progress=False, state_path=tmp_path / "s.pt")
+    differs = [k for k, v in plain.state_dict().items() if not torch.equal(with_head.state_dict()[k], v)]
+    assert any(k.startswith("image_encoder.") for k in differs)
+    assert not any(k.startswith("dense") for k in with_head.state_dict())  # the head is not saved with it
+    torch.manual_seed(0)  # the head's initial weights: drawn right after the model's
+    build_sam3d("standin_small")
+    initial = DenseHead(96).state_dict()
+    trained = torch.load(tmp_path / "s.pt", weights_only=False)["dense_head"]  # kept for a resume
+    assert set(trained) == set(initial) and all(not torch.equal(trained[k], initial[k]) for k in initial)
+
+
+def test_class_fractions_equal_the_pooled_one_hot_map():
+    from mudo_app.train.teachers import class_fractions
+
+    classes = torch.randint(0, 5, (2, 8, 8, 8), generator=torch.Generator().manual_seed(0)).to(torch.uint8)
+    pooled = torch.nn.functional.avg_pool3d(
+        torch.nn.functional.one_hot(classes.long(), 5).permute(0, 4, 1, 2, 3).float(), 4
+    )
+    assert torch.equal(class_fractions(classes, 2, 5), pooled)
+    assert torch.equal(class_fractions(classes, 8, 5).argmax(1), classes.long())  # no pooling: one-hot
