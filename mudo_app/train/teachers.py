@@ -35,7 +35,7 @@ from mudo_app.io.datastore import Case
 from mudo_app.io.volume import Volume, resample_to_grid
 from mudo_app.labels import LESION, NUM_CLASSES
 from mudo_app.models.sam3d import CropGrid, InputContract, Sam3D, build_sam3d
-from mudo_app.models.sam3d.common import LayerNorm3d
+from mudo_app.models.sam3d.mask_decoder import output_upscaling
 from mudo_app.prompts.clicks import first_click, next_click
 from mudo_app.transforms.patches import class_voxels
 
@@ -229,9 +229,9 @@ def candidate_losses(
 class DenseHead(nn.Module):
     """A training-only head that segments every class from a 3D SAM image embedding (:func:`dense_loss`).
 
-    (B, C, G, G, G) embedding -> (B, classes, 4G, 4G, 4G) logits, the mask decoder's output grid: two
-    stride-2 transposed convolutions as the decoder's own upscaling (C -> C/4 -> C/8 channels, the first
-    followed by a channel layer norm), then a 1^3 convolution to the classes.
+    (B, C, G, G, G) embedding -> (B, classes, 4G, 4G, 4G) logits, the mask decoder's output grid: the
+    decoder's own upscaling (:func:`output_upscaling`, C -> C/8 channels), then a 1^3 convolution to the
+    classes.
 
     Args:
         channels: the embedding's channels (``Sam3DConfig.out_chans``), a multiple of 8.
@@ -242,14 +242,7 @@ class DenseHead(nn.Module):
         super().__init__()
         if channels < 8 or channels % 8:
             raise ValueError(f"channels must be a positive multiple of 8, got {channels}")
-        self.layers = nn.Sequential(
-            nn.ConvTranspose3d(channels, channels // 4, kernel_size=2, stride=2),
-            LayerNorm3d(channels // 4),
-            nn.GELU(),
-            nn.ConvTranspose3d(channels // 4, channels // 8, kernel_size=2, stride=2),
-            nn.GELU(),
-            nn.Conv3d(channels // 8, classes, kernel_size=1),
-        )
+        self.layers = nn.Sequential(*output_upscaling(channels), nn.Conv3d(channels // 8, classes, kernel_size=1))
 
     def forward(self, embedding: torch.Tensor) -> torch.Tensor:
         return self.layers(embedding)

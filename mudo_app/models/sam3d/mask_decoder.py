@@ -85,6 +85,18 @@ class TwoWayTransformer3D(nn.Module):
         return queries, keys
 
 
+def output_upscaling(dim: int) -> nn.Sequential:
+    """The decoder's upscaling of an image embedding: (B, dim, d, h, w) -> (B, dim / 8, 4d, 4h, 4w), two
+    stride-2 transposed convolutions (the first followed by a channel layer norm), GELU after each."""
+    return nn.Sequential(
+        nn.ConvTranspose3d(dim, dim // 4, kernel_size=2, stride=2),
+        LayerNorm3d(dim // 4),
+        nn.GELU(),
+        nn.ConvTranspose3d(dim // 4, dim // 8, kernel_size=2, stride=2),
+        nn.GELU(),
+    )
+
+
 class MaskDecoder3D(nn.Module):
     """SAM's two-way transformer mask decoder in 3-D, with its IoU head (SAM-Med3D's ``MaskDecoder3D``).
 
@@ -117,13 +129,7 @@ class MaskDecoder3D(nn.Module):
         self.transformer = TwoWayTransformer3D(depth, dim, num_heads, mlp_dim)
         self.iou_token = nn.Embedding(1, dim)
         self.mask_tokens = nn.Embedding(self.num_mask_tokens, dim)
-        self.output_upscaling = nn.Sequential(
-            nn.ConvTranspose3d(dim, dim // 4, kernel_size=2, stride=2),
-            LayerNorm3d(dim // 4),
-            nn.GELU(),
-            nn.ConvTranspose3d(dim // 4, dim // 8, kernel_size=2, stride=2),
-            nn.GELU(),
-        )
+        self.output_upscaling = output_upscaling(dim)
         self.output_hypernetworks_mlps = nn.ModuleList(MLP(dim, dim, dim // 8, 3) for _ in range(self.num_mask_tokens))
         self.iou_prediction_head = MLP(dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth)
 
