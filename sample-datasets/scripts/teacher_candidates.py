@@ -12,9 +12,9 @@ decoder answers from the click alone. ``--dense-state``: the training state of a
 ``pretrain-teachers --dense-weight`` (``WORK/standin_<modality>.state.pt``): its training-only dense head
 (:class:`mudo_app.train.teachers.DenseHead`) also segments each crop from the teacher's embedding, no
 prompt at all, and the Dice of its arg-max for the object's class is reported beside the decoder's
-(for a lesion, every lesion voxel the head marks in the crop counts): what the encoder knows of the
-object's extent. The teachers' own evaluation (Dice on the whole case grid) is
-``muduo evaluate-teachers``.
+(for a lesion, every lesion voxel the head marks in the crop counts). The head reads the embedding of
+the loaded teacher (``--checkpoint``, weights stored in fp16), not the state's fp32 encoder. The
+teachers' own evaluation (Dice on the whole case grid) is ``muduo evaluate-teachers``.
 
     .venv/bin/python sample-datasets/scripts/teacher_candidates.py --modality CT [--checkpoint CKPT] \
         [--eval-cases 6] [--blank] --json sample-datasets/benchmarks/teacher_candidates/ct_shipped.json
