@@ -26,7 +26,8 @@ from mudo_app.io.atomic import write_json
 from mudo_app.labels import ID_TO_NAME, NUM_CLASSES
 from mudo_app.models.teachers import load_teacher
 from mudo_app.synth.foundation import FOUNDATION_HELD_OUT_SEED, FOUNDATION_SEED, foundation_cases
-from mudo_app.train.teachers import TrainingObjects, class_fractions, sample_crop
+from mudo_app.train.teacher_losses import class_fractions
+from mudo_app.train.teachers import TrainingObjects, sample_crop
 
 
 def patch_features(teacher, cases, crops: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -36,7 +36,7 @@ from mudo_app.labels import ID_TO_NAME
 from mudo_app.models.teachers import load_teacher
 from mudo_app.synth.foundation import FOUNDATION_HELD_OUT_SEED, foundation_cases
 from mudo_app.train.teacher_eval import click_objects, object_crop
-from mudo_app.train.teachers import DenseHead
+from mudo_app.train.teacher_losses import DenseHead
 
 
 def main() -> int:

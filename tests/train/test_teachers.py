@@ -191,7 +191,7 @@ def test_sample_crop_adds_the_crops_other_objects_then_repeats_the_picked_one():
 
 def test_full_grid_overlap_by_hand():
     """One coarse voxel covers 2^3 crop voxels, 3 of them in the object."""
-    from mudo_app.train.teachers import full_grid_overlap
+    from mudo_app.train.teacher_losses import full_grid_overlap
 
     full = torch.zeros(3, 1, 2, 2, 2)
     full[:2, 0, 0, 0, :] = 1
@@ -203,7 +203,7 @@ def test_full_grid_overlap_by_hand():
 
 
 def test_full_grid_overlap_equals_the_upsampled_count():
-    from mudo_app.train.teachers import full_grid_overlap
+    from mudo_app.train.teacher_losses import full_grid_overlap
 
     g = torch.Generator().manual_seed(0)
     full = (torch.rand(2, 1, 32, 32, 32, generator=g) > 0.7).float()
@@ -294,7 +294,7 @@ def test_candidate_losses_train_only_the_best_candidate_and_the_iou_head_on_all(
     ~2e-9, IoU 1. Candidate "all" (+20 everywhere): Dice loss 1 - 2 * 4 / (4 + 8) = 1/3, BCE
     (4 * 20 + 4 * 2e-9) / 8 = 10, IoU 4 / 8 = 0.5. Session 0 has them in the order (right, all),
     session 1 (all, right): both sessions' lowest loss is ~0, from different candidates."""
-    from mudo_app.train.teachers import candidate_losses
+    from mudo_app.train.teacher_losses import candidate_losses
 
     target = torch.zeros(1, 1, 2, 2, 2)
     target[0, 0, 0] = 1
@@ -351,7 +351,7 @@ def test_evaluate_command_reports_both_teachers_with_the_multimask_rows(tmp_path
 
 def test_dense_loss_by_hand():
     """2 classes, one coarse voxel over 2^3 fine voxels, 2 of them class 1: soft target (0.75, 0.25)."""
-    from mudo_app.train.teachers import dense_loss
+    from mudo_app.train.teacher_losses import dense_loss
 
     classes = torch.zeros(1, 2, 2, 2, dtype=torch.long)
     classes[0, 0, 0, :] = 1
@@ -369,7 +369,7 @@ def test_dense_loss_by_hand():
 
 
 def test_dense_head_shapes_and_dense_pretraining_trains_the_encoder_only_through_it(cases, tmp_path):
-    from mudo_app.train.teachers import DenseHead
+    from mudo_app.train.teacher_losses import DenseHead
 
     assert DenseHead(96)(torch.zeros(2, 96, 8, 8, 8)).shape == (2, 14, 32, 32, 32)
     with pytest.raises(ValueError, match="multiple of 8"):
@@ -389,7 +389,7 @@ def test_dense_head_shapes_and_dense_pretraining_trains_the_encoder_only_through
 
 
 def test_class_fractions_equal_the_pooled_one_hot_map():
-    from mudo_app.train.teachers import class_fractions
+    from mudo_app.train.teacher_losses import class_fractions
 
     classes = torch.randint(0, 5, (2, 8, 8, 8), generator=torch.Generator().manual_seed(0)).to(torch.uint8)
     pooled = torch.nn.functional.avg_pool3d(
