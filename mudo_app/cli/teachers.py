@@ -61,6 +61,13 @@ def register(sub) -> None:
         help="weight of an auxiliary dense segmentation loss on the image encoder (a training-only head "
         "predicts every class of each crop's label map; not part of the saved teacher; default 0: none)",
     )
+    p.add_argument(
+        "--dense-pretrain-iterations",
+        type=int,
+        default=0,
+        help="first train the image encoder alone on that dense loss for this many steps (no prompts; AdamW "
+        "at 1e-3, warm-up cosine), then the --iterations click steps (default 0: no such stage)",
+    )
     _common(p)
     p.set_defaults(run=run_pretrain)
 
@@ -169,6 +176,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
         raise InputError(f"--lesion-share must lie in [0, 1], got {args.lesion_share}")
     if not (args.dense_weight >= 0 and math.isfinite(args.dense_weight)):
         raise InputError(f"--dense-weight must be a finite number >= 0, got {args.dense_weight}")
+    if args.dense_pretrain_iterations < 0:
+        raise InputError(f"--dense-pretrain-iterations must be >= 0, got {args.dense_pretrain_iterations}")
     torch.set_num_threads(args.threads)
     modalities = ["CT", "PET"] if args.modality == "both" else [args.modality.upper()]
     settings = {
@@ -180,6 +189,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
             lesion_share=args.lesion_share,
             multimask=args.multimask,
             dense_weight=args.dense_weight,
+            dense_pretrain_iterations=args.dense_pretrain_iterations,
         )
         for m in modalities
     }
@@ -191,6 +201,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
         f"--lesion-share {args.lesion_share:g}"
         + (" --multimask" if args.multimask else "")
         + (f" --dense-weight {args.dense_weight:g}" if args.dense_weight > 0 else "")
+        + (f" --dense-pretrain-iterations {args.dense_pretrain_iterations}" if args.dense_pretrain_iterations else "")
     )
     teachers: dict[str, Any] = {}
     report = {"machine": describe(), "command": command, "held_out": _held_out_text(args), "teachers": teachers}

@@ -56,6 +56,11 @@ class TeacherPretrainSettings:
     session, the IoU head on all), and the second click and mask prompt come from the candidate with the
     highest predicted IoU, as :meth:`Sam3DPredictor.predict` picks it; the single output (index 0) is
     trained on every step as before. False: the candidates stay untrained, as in the first stand-ins.
+    ``dense_weight``: weight of the dense loss (:func:`dense_loss` of a training-only :class:`DenseHead` on
+    each crop's embedding, every class of the crop's label map) added to the click losses.
+    ``dense_pretrain_iterations``: a first stage of that many steps training the image encoder and the
+    head on the dense loss alone (no prompts, no decoder; its own AdamW at ``dense_pretrain_lr`` with a
+    warm-up cosine schedule), before the ``iterations`` click steps; 0: none.
     """
 
     modality: str  # "CT" or "PET"
@@ -73,6 +78,8 @@ class TeacherPretrainSettings:
     objects_per_crop: int = 1
     multimask: bool = False
     dense_weight: float = 0.0
+    dense_pretrain_iterations: int = 0
+    dense_pretrain_lr: float = 1e-3
 
     def __post_init__(self) -> None:
         if self.modality not in ("CT", "PET"):
@@ -84,6 +91,10 @@ class TeacherPretrainSettings:
             raise ValueError(f"lesion_share must lie in [0, 1], got {self.lesion_share}")
         if not (self.dense_weight >= 0 and math.isfinite(self.dense_weight)):
             raise ValueError(f"dense_weight must be a finite number >= 0, got {self.dense_weight}")
+        if self.dense_pretrain_iterations < 0:
+            raise ValueError(f"dense_pretrain_iterations must be >= 0, got {self.dense_pretrain_iterations}")
+        if not (self.dense_pretrain_lr > 0 and math.isfinite(self.dense_pretrain_lr)):
+            raise ValueError(f"dense_pretrain_lr must be a finite number > 0, got {self.dense_pretrain_lr}")
         if self.loss_size < 8 or 128 % self.loss_size:
             raise ValueError(f"loss_size must divide the 128-voxel crop (8..128), got {self.loss_size}")
 
@@ -201,8 +212,9 @@ def warmup_cosine(total: int, warmup_fraction: float = 0.05):
     return factor
 
 
-def _save_state(path: Path, iteration: int, seconds: float, model, head, opt, sched, rng, settings) -> None:
+def _save_state(path: Path, stage: str, iteration: int, seconds: float, model, head, opt, sched, rng, settings) -> None:
     state = {
+        "stage": stage,
         "iteration": iteration,
         "seconds": seconds,
         "settings": asdict(settings),
@@ -215,6 +227,89 @@ def _save_state(path: Path, iteration: int, seconds: float, model, head, opt, sc
     }
     with atomic_write(path) as tmp:
         torch.save(state, tmp)
+
+
+def _load_state(path: Path | None, settings: TeacherPretrainSettings) -> dict | None:
+    """The resumable state at ``path`` (None when there is none), checked to come from ``settings``; a
+    state written before a stage or field existed reads as the clicks stage with that field's default."""
+    if path is None or not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if TeacherPretrainSettings(**state["settings"]) != settings:
+        raise InputError(
+            f"{path} is the state of another teacher recipe ({state['settings']}); "
+            "delete it or train with the same settings"
+        )
+    state.setdefault("stage", "clicks")
+    return state
+
+
+def _restore(state: dict, model, head, opt, sched, rng) -> tuple[int, float]:
+    """Load ``state`` into the training objects; returns (its iteration, its seconds)."""
+    model.load_state_dict(state["model"])
+    if head is not None:
+        head.load_state_dict(state["dense_head"])
+    opt.load_state_dict(state["optimiser"])
+    sched.load_state_dict(state["scheduler"])
+    rng.bit_generator.state = state["rng"]
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["iteration"]), float(state["seconds"])
+
+
+def _sample_batch(cases, objects, contract, settings, rng, count: int) -> list:
+    """``settings.batch_size`` crops (:func:`sample_crop`), each of a uniformly drawn case."""
+    crops = []
+    for _ in range(settings.batch_size):
+        i = int(rng.integers(len(cases)))
+        crops.append(
+            sample_crop(
+                cases[i],
+                settings.modality,
+                contract,
+                rng,
+                settings.centre_jitter_mm,
+                objects[i],
+                settings.lesion_share,
+                count,
+            )
+        )
+    return crops
+
+
+def _dense_stage(model, head, cases, objects, contract, settings, rng, state_file, state, progress) -> float:
+    """The dense pre-training stage (``settings.dense_pretrain_iterations`` steps of the image encoder and
+    ``head`` on :func:`dense_loss` alone), resumed from ``state`` when it is this stage's; returns the
+    training seconds so far (all sessions)."""
+    total = settings.dense_pretrain_iterations
+    params = list(model.image_encoder.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=settings.dense_pretrain_lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total))
+    start, earlier_seconds = (0, 0.0) if state is None else _restore(state, model, head, opt, sched, rng)
+    t0 = time.perf_counter()
+    bar = tqdm(
+        range(start, total),
+        initial=start,
+        total=total,
+        desc=f"stand-in {settings.modality} teacher, dense pre-training",
+        unit="it",
+        disable=not progress,
+    )
+    for it in bar:
+        crops = _sample_batch(cases, objects, contract, settings, rng, 1)
+        images = torch.from_numpy(np.stack([c[0] for c in crops]))[:, None]
+        label_maps = torch.from_numpy(np.stack([c[3] for c in crops]))
+        loss = dense_loss(head(model.image_encoder(images)), label_maps)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{loss.detach().item():.3f}")
+        done = it + 1
+        if state_file is not None and (done % settings.checkpoint_every == 0 or done == total):
+            seconds = earlier_seconds + time.perf_counter() - t0
+            _save_state(state_file, "dense", done, seconds, model, head, opt, sched, rng, settings)
+    return earlier_seconds + time.perf_counter() - t0
 
 
 def training_seconds(state_path: str | os.PathLike[str]) -> float:
@@ -238,35 +333,30 @@ def pretrain_teacher(
         progress: show a progress bar.
         state_path: where a resumable training state is written every ``settings.checkpoint_every``
             iterations. When the file exists the run continues from it (it must come from the same
-            settings), drawing the same crops and clicks as an uninterrupted run.
+            settings), drawing the same crops and clicks as an uninterrupted run; a state of the dense
+            pre-training stage resumes that stage, then the click stage follows.
     """
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     model = build_sam3d(settings.architecture).train()
-    head = DenseHead(model.config.out_chans).train() if settings.dense_weight > 0 else None
-    params = list(model.parameters()) + ([] if head is None else list(head.parameters()))
+    dense = settings.dense_weight > 0 or settings.dense_pretrain_iterations > 0
+    head = DenseHead(model.config.out_chans).train() if dense else None
+    state_file = None if state_path is None else Path(state_path)
+    state = _load_state(state_file, settings)
+    objects = [TrainingObjects(c) for c in cases]
+    earlier_seconds = 0.0
+    if settings.dense_pretrain_iterations > 0 and (state is None or state["stage"] == "dense"):
+        earlier_seconds = _dense_stage(
+            model, head, cases, objects, contract, settings, rng, state_file, state, progress
+        )
+        state = None  # the click stage starts afresh from the pre-trained encoder
+    params = list(model.parameters()) + ([] if head is None or settings.dense_weight == 0 else list(head.parameters()))
     opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(settings.iterations))
-    start, earlier_seconds = 0, 0.0
-    state_file = None if state_path is None else Path(state_path)
-    if state_file is not None and state_file.is_file():
-        state = torch.load(state_file, map_location="cpu", weights_only=False)
-        if state["settings"] != asdict(settings):
-            raise InputError(
-                f"{state_file} is the state of another teacher recipe ({state['settings']}); "
-                "delete it or train with the same settings"
-            )
-        model.load_state_dict(state["model"])
-        if head is not None:
-            head.load_state_dict(state["dense_head"])
-        opt.load_state_dict(state["optimiser"])
-        sched.load_state_dict(state["scheduler"])
-        rng.bit_generator.state = state["rng"]
-        torch.set_rng_state(state["torch_rng"])
-        start = int(state["iteration"])
-        earlier_seconds = float(state["seconds"])
+    start = 0
+    if state is not None:
+        start, earlier_seconds = _restore(state, model, head, opt, sched, rng)
     t0 = time.perf_counter()
-    objects = [TrainingObjects(c) for c in cases]
     dice = DiceLoss(sigmoid=True)
     size = (settings.loss_size,) * 3
     pool = contract.crop // settings.loss_size
@@ -279,21 +369,7 @@ def pretrain_teacher(
         disable=not progress,
     )
     for it in bar:
-        crops = []
-        for _ in range(settings.batch_size):
-            i = int(rng.integers(len(cases)))
-            crops.append(
-                sample_crop(
-                    cases[i],
-                    settings.modality,
-                    contract,
-                    rng,
-                    settings.centre_jitter_mm,
-                    objects[i],
-                    settings.lesion_share,
-                    settings.objects_per_crop,
-                )
-            )
+        crops = _sample_batch(cases, objects, contract, settings, rng, settings.objects_per_crop)
         images = torch.from_numpy(np.stack([c[0] for c in crops]))[:, None]
         targets_np = [t for c in crops for t in c[1]]  # crop-major: sessions of crop b at b * K ...
         full = torch.from_numpy(np.stack(targets_np)).float()[:, None]
@@ -303,7 +379,7 @@ def pretrain_teacher(
         emb = crop_emb.repeat_interleave(settings.objects_per_crop, dim=0)
         clicks = [[(tuple(first_click(t, rng).tolist()), 1)] for t in targets_np]
         mask_prompt, loss = None, torch.zeros(())
-        if head is not None:
+        if settings.dense_weight > 0 and head is not None:
             label_maps = torch.from_numpy(np.stack([c[3] for c in crops]))
             loss = settings.dense_weight * dense_loss(head(crop_emb), label_maps)
         for step in range(settings.clicks):
@@ -349,5 +425,5 @@ def pretrain_teacher(
         done = it + 1
         if state_file is not None and (done % settings.checkpoint_every == 0 or done == settings.iterations):
             seconds = earlier_seconds + time.perf_counter() - t0
-            _save_state(state_file, done, seconds, model, head, opt, sched, rng, settings)
+            _save_state(state_file, "clicks", done, seconds, model, head, opt, sched, rng, settings)
     return model.eval()

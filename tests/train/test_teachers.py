@@ -1,6 +1,7 @@
 """Stand-in teacher training, saving, loading and click evaluation (tiny budgets on CPU)."""
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -75,6 +76,8 @@ def test_cli_rejects_bad_numbers(capsys, tmp_path):
     assert "--iterations must be at least 1" in capsys.readouterr().err
     assert main(["pretrain-teachers", "--out", str(tmp_path), "--lesion-share", "1.5"]) == 2
     assert "--lesion-share must lie in [0, 1], got 1.5" in capsys.readouterr().err
+    assert main(["pretrain-teachers", "--out", str(tmp_path), "--dense-pretrain-iterations", "-1"]) == 2
+    assert "--dense-pretrain-iterations must be >= 0, got -1" in capsys.readouterr().err
 
 
 def test_imperfect_mask_is_a_shifted_noisy_soft_mask_at_decoder_resolution():
@@ -94,7 +97,7 @@ def test_pretrain_command_writes_a_loadable_standin_and_a_report_that_reproduces
     """What ``muduo pretrain-teachers`` writes (a tiny run): the stand-in, and a report naming the exact
     command, the data and the zero-shot Dice of the weights it wrote."""
     args = ["--cases", "1", "--eval-cases", "1", "--iterations", "1", "--seed", "3", "--objects-per-crop", "2"]
-    args += ["--lesion-share", "0.5", "--multimask"]
+    args += ["--lesion-share", "0.5", "--multimask", "--dense-pretrain-iterations", "1"]
     work = ["--work", str(tmp_path / "work")]
     assert main(["pretrain-teachers", "--out", str(tmp_path), "--modality", "ct", *args, *work, "--quiet"]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
@@ -106,6 +109,7 @@ def test_pretrain_command_writes_a_loadable_standin_and_a_report_that_reproduces
     assert set(entry["zero_shot_dice"]) == {"1", "3"} and "liver" in entry["zero_shot_dice"]["1"]
     assert set(entry["random_first_click_dice"]) == {"1", "3"} and entry["mask_prompt"]["objects"] >= 1
     assert entry["settings"]["multimask"] and set(entry["multimask_dice"]) == {"1", "3"}
+    assert entry["settings"]["dense_pretrain_iterations"] == 1 and entry["settings"]["dense_weight"] == 0
     assert set(entry["random_first_click_multimask_mean"]) == {"1", "3"}
     assert all(0 <= d <= 1 for per in entry["zero_shot_dice"].values() for d in per.values())
     teacher = load_teacher("CT", tmp_path / "standin_ct.pt")
@@ -235,6 +239,10 @@ def test_settings_are_checked():
         TeacherPretrainSettings(modality="CT", objects_per_crop=0)
     with pytest.raises(ValueError, match="dense_weight"):
         TeacherPretrainSettings(modality="CT", dense_weight=-0.5)
+    with pytest.raises(ValueError, match="dense_pretrain_iterations"):
+        TeacherPretrainSettings(modality="CT", dense_pretrain_iterations=-1)
+    with pytest.raises(ValueError, match="dense_pretrain_lr"):
+        TeacherPretrainSettings(modality="CT", dense_pretrain_lr=0.0)
 
 
 def test_an_interrupted_pretraining_resumes_to_the_uninterrupted_weights(cases, tmp_path, monkeypatch):
@@ -246,8 +254,8 @@ def test_an_interrupted_pretraining_resumes_to_the_uninterrupted_weights(cases, 
     whole = pretrain_teacher(cases, STANDIN_PET, settings, progress=False, state_path=tmp_path / "a.pt")
     save = teachers._save_state
 
-    def save_then_stop(path, iteration, *rest):
-        save(path, iteration, *rest)
+    def save_then_stop(path, stage, iteration, *rest):
+        save(path, stage, iteration, *rest)
         if iteration == 2:
             raise KeyboardInterrupt
 
@@ -397,3 +405,52 @@ def test_class_fractions_equal_the_pooled_one_hot_map():
     )
     assert torch.equal(class_fractions(classes, 2, 5), pooled)
     assert torch.equal(class_fractions(classes, 8, 5).argmax(1), classes.long())  # no pooling: one-hot
+
+
+@pytest.mark.parametrize("stop_at", [("dense", 1), ("dense", 2), ("clicks", 1)])
+def test_dense_pretraining_stage_trains_the_encoder_alone_and_resumes_exactly(cases, tmp_path, monkeypatch, stop_at):
+    """dense_pretrain_iterations = 2, then 2 click steps; stopped after the state of ``stop_at`` (stage,
+    iteration) was written and resumed, the weights equal an uninterrupted run's. After the dense stage
+    only the image encoder differs from the initial weights (the prompt encoder and decoder are untouched)."""
+    from mudo_app.train import teachers
+
+    settings = TeacherPretrainSettings(
+        modality="CT",
+        iterations=2,
+        batch_size=1,
+        clicks=1,
+        mask_rounds=0,
+        loss_size=32,
+        checkpoint_every=1,
+        dense_pretrain_iterations=2,
+        seed=2,
+    )
+    whole = pretrain_teacher(cases, STANDIN_PET, settings, progress=False, state_path=tmp_path / "a.pt")
+    save = teachers._save_state
+
+    def save_then_stop(path, stage, iteration, *rest):
+        save(path, stage, iteration, *rest)
+        if (stage, iteration) == stop_at:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(teachers, "_save_state", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_teacher(cases, STANDIN_PET, settings, progress=False, state_path=tmp_path / "b.pt")
+    monkeypatch.setattr(teachers, "_save_state", save)
+    state = torch.load(tmp_path / "b.pt", weights_only=False)
+    assert (state["stage"], state["iteration"]) == stop_at and "dense_head" in state
+    if stop_at == ("dense", 2):
+        torch.manual_seed(2)
+        initial = build_sam3d("standin_small").state_dict()
+        changed = {k.split(".")[0] for k, v in state["model"].items() if not torch.equal(v, initial[k])}
+        assert changed == {"image_encoder"}
+    resumed = pretrain_teacher(cases, STANDIN_PET, settings, progress=False, state_path=tmp_path / "b.pt")
+    for k, v in whole.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=0)
+    without = pretrain_teacher(
+        cases,
+        STANDIN_PET,
+        TeacherPretrainSettings(**{**asdict(settings), "dense_pretrain_iterations": 0}),
+        progress=False,
+    )
+    assert any(not torch.equal(without.state_dict()[k], v) for k, v in whole.state_dict().items())
