@@ -130,6 +130,12 @@ def object_map(label: np.ndarray) -> np.ndarray:
     return out
 
 
+def object_classes(ids: np.ndarray) -> np.ndarray:
+    """Object ids (:func:`object_map`, any shape) -> the product's class ids, uint8: a lesion component's
+    id becomes :data:`~mudo_app.labels.LESION`, an organ keeps its own."""
+    return np.where(ids >= LESION_OBJECT_BASE, LESION, ids).astype(np.uint8)
+
+
 class TrainingObjects:
     """The click objects of one labelled case (:func:`object_map`), each with its voxel indices."""
 
@@ -189,8 +195,7 @@ def sample_crop(
         ids += [others[int(i)] for i in rng.choice(len(others), size=take, replace=False)] if take else []
         ids += [obj] * (count - len(ids))
     targets = [on_crop == k for k in ids]
-    classes = np.where(on_crop >= LESION_OBJECT_BASE, LESION, on_crop).astype(np.uint8)
-    return image, targets, [LESION if k >= LESION_OBJECT_BASE else k for k in ids], classes
+    return image, targets, object_classes(np.array(ids)).tolist(), object_classes(on_crop)
 
 
 def _clicks_tensor(clicks: list[list[tuple]]):
@@ -276,6 +281,14 @@ def _sample_batch(cases, objects, contract, settings, rng, count: int) -> list:
     return crops
 
 
+def dense_stage_path(state_path: str | os.PathLike[str]) -> Path:
+    """Where :func:`pretrain_teacher` keeps the state of its finished dense pre-training stage, beside the
+    resumable state (``standin_ct.state.pt`` -> ``standin_ct.state.dense-stage.pt``), so that the encoder
+    it made can be probed or trained on after the click stage has overwritten the state."""
+    path = Path(state_path)
+    return path.with_name(f"{path.stem}.dense-stage.pt")
+
+
 def _dense_stage(model, head, cases, objects, contract, settings, rng, state_file, state, progress) -> float:
     """The dense pre-training stage (``settings.dense_pretrain_iterations`` steps of the image encoder and
     ``head`` on :func:`dense_loss` alone), resumed from ``state`` when it is this stage's; returns the
@@ -308,6 +321,9 @@ def _dense_stage(model, head, cases, objects, contract, settings, rng, state_fil
         done = it + 1
         if state_file is not None and (done % settings.checkpoint_every == 0 or done == total):
             seconds = earlier_seconds + time.perf_counter() - t0
+            if done == total:  # first: a run stopped between the two writes redoes the last step
+                kept = dense_stage_path(state_file)
+                _save_state(kept, "dense", done, seconds, model, head, opt, sched, rng, settings)
             _save_state(state_file, "dense", done, seconds, model, head, opt, sched, rng, settings)
     return earlier_seconds + time.perf_counter() - t0
 
@@ -334,7 +350,8 @@ def pretrain_teacher(
         state_path: where a resumable training state is written every ``settings.checkpoint_every``
             iterations. When the file exists the run continues from it (it must come from the same
             settings), drawing the same crops and clicks as an uninterrupted run; a state of the dense
-            pre-training stage resumes that stage, then the click stage follows.
+            pre-training stage resumes that stage, then the click stage follows. The state at the end of
+            the dense stage is also kept in :func:`dense_stage_path`.
     """
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)

@@ -8,7 +8,7 @@ the crop's label map) on training crops of the foundation corpus (``--train-case
 cases: per class, the Dice of the arg-max patch labels against the patches' majority class. No
 prompt is involved: this measures the encoder alone, which every click answer is decoded from.
 
-    .venv/bin/python sample-datasets/scripts/encoder_probe.py --modality CT [--checkpoint CKPT] \\
+    .venv/bin/python sample-datasets/scripts/encoder_probe.py --modality CT [--checkpoint CKPT | --state STATE] \\
         --json sample-datasets/benchmarks/encoder_probe/ct_shipped.json
 """
 
@@ -51,6 +51,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modality", required=True, choices=("CT", "PET"))
     parser.add_argument("--checkpoint", type=Path, default=None, help="teacher file (default: the shipped stand-in)")
+    parser.add_argument(
+        "--state",
+        type=Path,
+        default=None,
+        help="probe the encoder of a pretrain-teachers training state instead (e.g. the one after the dense "
+        "stage, WORK/standin_ct.state.dense-stage.pt; its fp32 weights replace the loaded teacher's)",
+    )
     parser.add_argument("--train-cases", type=int, default=20, help="foundation corpus cases the probe is fitted on")
     parser.add_argument("--train-crops", type=int, default=60)
     parser.add_argument("--eval-cases", type=int, default=6, help="held-out corpus cases it is scored on")
@@ -63,6 +70,11 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     teacher = load_teacher(args.modality, args.checkpoint)
+    if args.state is not None:
+        state = torch.load(args.state, map_location="cpu", weights_only=False)
+        if state["settings"]["modality"] != args.modality:
+            parser.error(f"{args.state} is the state of a {state['settings']['modality']} teacher, not {args.modality}")
+        teacher.model.load_state_dict(state["model"])
     x_train, y_train = patch_features(teacher, foundation_cases(0, args.train_cases), args.train_crops, seed=0)
     x_eval, y_eval = patch_features(
         teacher, foundation_cases(0, args.eval_cases, held_out=True), args.eval_crops, seed=1
@@ -84,7 +96,9 @@ def main() -> int:
             dice[ID_TO_NAME[c]] = round(2 * float((t & p).sum()) / float(t.sum() + p.sum()), 4)
     report = {
         "machine": describe(),
-        "teacher": teacher.describe(),
+        "teacher": teacher.describe()
+        if args.state is None
+        else f"the encoder of training state {args.state} ({state['stage']} stage, iteration {state['iteration']})",
         "data": f"fitted on {args.train_crops} crops of foundation corpus cases 0..{args.train_cases - 1} "
         f"(seed {FOUNDATION_SEED}); scored on {args.eval_crops} crops of held-out cases 0..{args.eval_cases - 1} "
         f"(seed {FOUNDATION_HELD_OUT_SEED})",

@@ -126,9 +126,11 @@ def _two_lesion_label() -> np.ndarray:
 
 
 def test_object_map_gives_each_lesion_component_its_own_id():
-    from mudo_app.train.teachers import LESION_OBJECT_BASE, object_map
+    from mudo_app.train.teachers import LESION_OBJECT_BASE, object_classes, object_map
 
     m = object_map(_two_lesion_label())
+    back = object_classes(m)  # and back to the product's classes: the label map itself
+    assert back.dtype == np.uint8 and np.array_equal(back, _two_lesion_label())
     assert m.dtype == np.int16
     assert set(np.unique(m)) == {0, 1, LESION_OBJECT_BASE, LESION_OBJECT_BASE + 1}
     # components are numbered in C (scan) order: the 2x2x2 lesion at y = 2 comes before the cube at y = 12
@@ -430,7 +432,7 @@ def test_dense_pretraining_stage_trains_the_encoder_alone_and_resumes_exactly(ca
 
     def save_then_stop(path, stage, iteration, *rest):
         save(path, stage, iteration, *rest)
-        if (stage, iteration) == stop_at:
+        if (stage, iteration) == stop_at and path.name == "b.pt":
             raise KeyboardInterrupt
 
     monkeypatch.setattr(teachers, "_save_state", save_then_stop)
@@ -447,6 +449,10 @@ def test_dense_pretraining_stage_trains_the_encoder_alone_and_resumes_exactly(ca
     resumed = pretrain_teacher(cases, STANDIN_PET, settings, progress=False, state_path=tmp_path / "b.pt")
     for k, v in whole.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=0)
+    for run in ("a", "b"):  # the finished dense stage is kept beside the state the click stage overwrote
+        kept = torch.load(teachers.dense_stage_path(tmp_path / f"{run}.pt"), weights_only=False)
+        assert (kept["stage"], kept["iteration"]) == ("dense", 2)
+    assert torch.load(tmp_path / "b.pt", weights_only=False)["stage"] == "clicks"
     without = pretrain_teacher(
         cases,
         STANDIN_PET,
