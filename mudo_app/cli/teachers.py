@@ -169,7 +169,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
     from mudo_app.models.sam3d import STANDIN_CT, STANDIN_PET
     from mudo_app.models.teachers import save_standin
     from mudo_app.synth.foundation import FOUNDATION_SEED, foundation_cases
-    from mudo_app.train.teachers import TeacherPretrainSettings, pretrain_teacher, training_seconds
+    from mudo_app.train.teacher_state import training_seconds
+    from mudo_app.train.teachers import TeacherPretrainSettings, pretrain_teacher
 
     _check_positive(args, ("cases", "eval_cases", "iterations", "threads", "objects_per_crop"))
     if not 0 <= args.lesion_share <= 1:

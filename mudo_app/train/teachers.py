@@ -18,7 +18,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,15 +28,15 @@ from monai.losses import DiceLoss
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from mudo_app.errors import InputError
 from mudo_app.evaluation.autopet import CONNECTIVITY_18
-from mudo_app.io.atomic import atomic_write
 from mudo_app.io.datastore import Case
 from mudo_app.io.volume import Volume, resample_to_grid
 from mudo_app.labels import LESION
 from mudo_app.models.sam3d import CropGrid, InputContract, Sam3D, build_sam3d
 from mudo_app.prompts.clicks import first_click, next_click
+from mudo_app.train import teacher_state
 from mudo_app.train.teacher_losses import DenseHead, candidate_losses, dense_loss, full_grid_overlap
+from mudo_app.train.teacher_state import dense_stage_path
 from mudo_app.transforms.patches import class_voxels
 
 
@@ -217,48 +217,13 @@ def warmup_cosine(total: int, warmup_fraction: float = 0.05):
     return factor
 
 
-def _save_state(path: Path, stage: str, iteration: int, seconds: float, model, head, opt, sched, rng, settings) -> None:
-    state = {
-        "stage": stage,
-        "iteration": iteration,
-        "seconds": seconds,
-        "settings": asdict(settings),
-        "model": model.state_dict(),
-        "optimiser": opt.state_dict(),
-        "scheduler": sched.state_dict(),
-        "rng": rng.bit_generator.state,
-        "torch_rng": torch.get_rng_state(),
-        **({} if head is None else {"dense_head": head.state_dict()}),
-    }
-    with atomic_write(path) as tmp:
-        torch.save(state, tmp)
-
-
-def _load_state(path: Path | None, settings: TeacherPretrainSettings) -> dict | None:
-    """The resumable state at ``path`` (None when there is none), checked to come from ``settings``; a
-    state written before a stage or field existed reads as the clicks stage with that field's default."""
-    if path is None or not path.is_file():
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if TeacherPretrainSettings(**state["settings"]) != settings:
-        raise InputError(
-            f"{path} is the state of another teacher recipe ({state['settings']}); "
-            "delete it or train with the same settings"
-        )
-    state.setdefault("stage", "clicks")
-    return state
-
-
-def _restore(state: dict, model, head, opt, sched, rng) -> tuple[int, float]:
-    """Load ``state`` into the training objects; returns (its iteration, its seconds)."""
-    model.load_state_dict(state["model"])
-    if head is not None:
-        head.load_state_dict(state["dense_head"])
-    opt.load_state_dict(state["optimiser"])
-    sched.load_state_dict(state["scheduler"])
-    rng.bit_generator.state = state["rng"]
-    torch.set_rng_state(state["torch_rng"])
-    return int(state["iteration"]), float(state["seconds"])
+def _optimiser_step(loss: torch.Tensor, params, opt, sched) -> None:
+    """Back-propagate ``loss``, clip the gradient norm of ``params`` to 1, step the optimiser and schedule."""
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    sched.step()
 
 
 def _sample_batch(cases, objects, contract, settings, rng, count: int) -> list:
@@ -281,14 +246,6 @@ def _sample_batch(cases, objects, contract, settings, rng, count: int) -> list:
     return crops
 
 
-def dense_stage_path(state_path: str | os.PathLike[str]) -> Path:
-    """Where :func:`pretrain_teacher` keeps the state of its finished dense pre-training stage, beside the
-    resumable state (``standin_ct.state.pt`` -> ``standin_ct.state.dense-stage.pt``), so that the encoder
-    it made can be probed or trained on after the click stage has overwritten the state."""
-    path = Path(state_path)
-    return path.with_name(f"{path.stem}.dense-stage.pt")
-
-
 def _dense_stage(model, head, cases, objects, contract, settings, rng, state_file, state, progress) -> float:
     """The dense pre-training stage (``settings.dense_pretrain_iterations`` steps of the image encoder and
     ``head`` on :func:`dense_loss` alone), resumed from ``state`` when it is this stage's; returns the
@@ -297,7 +254,9 @@ def _dense_stage(model, head, cases, objects, contract, settings, rng, state_fil
     params = list(model.image_encoder.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=settings.dense_pretrain_lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total))
-    start, earlier_seconds = (0, 0.0) if state is None else _restore(state, model, head, opt, sched, rng)
+    start, earlier_seconds = (
+        (0, 0.0) if state is None else teacher_state.restore_state(state, model, head, opt, sched, rng)
+    )
     t0 = time.perf_counter()
     bar = tqdm(
         range(start, total),
@@ -312,25 +271,16 @@ def _dense_stage(model, head, cases, objects, contract, settings, rng, state_fil
         images = torch.from_numpy(np.stack([c[0] for c in crops]))[:, None]
         label_maps = torch.from_numpy(np.stack([c[3] for c in crops]))
         loss = dense_loss(head(model.image_encoder(images)), label_maps)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
+        _optimiser_step(loss, params, opt, sched)
         bar.set_postfix(loss=f"{loss.detach().item():.3f}")
         done = it + 1
         if state_file is not None and (done % settings.checkpoint_every == 0 or done == total):
             seconds = earlier_seconds + time.perf_counter() - t0
             if done == total:  # first: a run stopped between the two writes redoes the last step
                 kept = dense_stage_path(state_file)
-                _save_state(kept, "dense", done, seconds, model, head, opt, sched, rng, settings)
-            _save_state(state_file, "dense", done, seconds, model, head, opt, sched, rng, settings)
+                teacher_state.save_state(kept, "dense", done, seconds, model, head, opt, sched, rng, settings)
+            teacher_state.save_state(state_file, "dense", done, seconds, model, head, opt, sched, rng, settings)
     return earlier_seconds + time.perf_counter() - t0
-
-
-def training_seconds(state_path: str | os.PathLike[str]) -> float:
-    """The training seconds, summed over sessions, kept in a :func:`pretrain_teacher` state file."""
-    return float(torch.load(state_path, map_location="cpu", weights_only=False)["seconds"])
 
 
 def pretrain_teacher(
@@ -359,7 +309,7 @@ def pretrain_teacher(
     dense = settings.dense_weight > 0 or settings.dense_pretrain_iterations > 0
     head = DenseHead(model.config.out_chans).train() if dense else None
     state_file = None if state_path is None else Path(state_path)
-    state = _load_state(state_file, settings)
+    state = teacher_state.load_state(state_file, settings)
     objects = [TrainingObjects(c) for c in cases]
     earlier_seconds = 0.0
     if settings.dense_pretrain_iterations > 0 and (state is None or state["stage"] == "dense"):
@@ -372,7 +322,7 @@ def pretrain_teacher(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(settings.iterations))
     start = 0
     if state is not None:
-        start, earlier_seconds = _restore(state, model, head, opt, sched, rng)
+        start, earlier_seconds = teacher_state.restore_state(state, model, head, opt, sched, rng)
     t0 = time.perf_counter()
     dice = DiceLoss(sigmoid=True)
     size = (settings.loss_size,) * 3
@@ -433,14 +383,10 @@ def pretrain_teacher(
             logits, _ = model.decode(emb, points=None, mask=imperfect_mask(full, rng))
             up = F.interpolate(logits, size=size, mode="trilinear", align_corners=False)
             loss = loss + dice(up, targets) + F.binary_cross_entropy_with_logits(up, targets)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
+        _optimiser_step(loss, params, opt, sched)
         bar.set_postfix(loss=f"{loss.detach().item() / (settings.clicks + settings.mask_rounds):.3f}")
         done = it + 1
         if state_file is not None and (done % settings.checkpoint_every == 0 or done == settings.iterations):
             seconds = earlier_seconds + time.perf_counter() - t0
-            _save_state(state_file, "clicks", done, seconds, model, head, opt, sched, rng, settings)
+            teacher_state.save_state(state_file, "clicks", done, seconds, model, head, opt, sched, rng, settings)
     return model.eval()
