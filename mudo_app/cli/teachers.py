@@ -68,6 +68,14 @@ def register(sub) -> None:
         help="first train the image encoder alone on that dense loss for this many steps (no prompts; AdamW "
         "at 1e-3, warm-up cosine), then the --iterations click steps (default 0: no such stage)",
     )
+    p.add_argument(
+        "--decoder-iterations",
+        type=int,
+        default=0,
+        help="after the click steps, train the prompt encoder and mask decoder alone (image encoder frozen) for "
+        "this many more click steps (AdamW at 4e-4, warm-up cosine); a finished run's state in --work is "
+        "extended by this stage (default 0: no such stage)",
+    )
     _common(p)
     p.set_defaults(run=run_pretrain)
 
@@ -177,8 +185,9 @@ def run_pretrain(args: argparse.Namespace) -> int:
         raise InputError(f"--lesion-share must lie in [0, 1], got {args.lesion_share}")
     if not (args.dense_weight >= 0 and math.isfinite(args.dense_weight)):
         raise InputError(f"--dense-weight must be a finite number >= 0, got {args.dense_weight}")
-    if args.dense_pretrain_iterations < 0:
-        raise InputError(f"--dense-pretrain-iterations must be >= 0, got {args.dense_pretrain_iterations}")
+    for name in ("dense_pretrain_iterations", "decoder_iterations"):
+        if getattr(args, name) < 0:
+            raise InputError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     torch.set_num_threads(args.threads)
     modalities = ["CT", "PET"] if args.modality == "both" else [args.modality.upper()]
     settings = {
@@ -191,6 +200,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
             multimask=args.multimask,
             dense_weight=args.dense_weight,
             dense_pretrain_iterations=args.dense_pretrain_iterations,
+            decoder_iterations=args.decoder_iterations,
         )
         for m in modalities
     }
@@ -203,6 +213,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
         + (" --multimask" if args.multimask else "")
         + (f" --dense-weight {args.dense_weight:g}" if args.dense_weight > 0 else "")
         + (f" --dense-pretrain-iterations {args.dense_pretrain_iterations}" if args.dense_pretrain_iterations else "")
+        + (f" --decoder-iterations {args.decoder_iterations}" if args.decoder_iterations else "")
     )
     teachers: dict[str, Any] = {}
     report = {"machine": describe(), "command": command, "held_out": _held_out_text(args), "teachers": teachers}

@@ -2,11 +2,13 @@
 
 Overlap counts on the crop grid from a coarse prediction (:func:`full_grid_overlap`), SAM's loss for
 the multimask candidates (:func:`candidate_losses`), and the auxiliary dense segmentation of an image
-embedding (:class:`DenseHead`, :func:`dense_loss`, :func:`class_fractions`).
+embedding (:class:`DenseHead`, :func:`dense_loss`, :func:`class_fractions`); the losses of one step's
+simulated click sessions and mask prompts (:func:`click_loss`, with :func:`imperfect_mask`).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.losses import DiceLoss
@@ -14,6 +16,7 @@ from torch import nn
 
 from mudo_app.labels import NUM_CLASSES
 from mudo_app.models.sam3d.mask_decoder import output_upscaling
+from mudo_app.prompts.clicks import first_click, next_click
 
 
 def full_grid_overlap(coarse: torch.Tensor, targets: torch.Tensor, pool: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,3 +115,76 @@ def class_fractions(classes: torch.Tensor, size: int, classes_count: int) -> tor
     key = (torch.arange(b).view(b, 1, 1) * classes_count + blocks) * cells + torch.arange(cells).view(1, cells, 1)
     counts = torch.bincount(key.flatten(), minlength=b * classes_count * cells)
     return (counts.float() / p**3).view(b, classes_count, size, size, size)
+
+
+def imperfect_mask(targets: torch.Tensor, rng: np.random.Generator, max_shift: int = 2) -> torch.Tensor:
+    """(B, 1, S, S, S) binary targets -> (B, 1, S/4, S/4, S/4) probabilities like a student's softmax:
+    the soft mask at the decoder's resolution, rolled by up to ``max_shift`` low-res voxels per axis,
+    scaled by U(0.5, 1) and given uniform noise of amplitude U(0, 0.3), clipped to [0, 1]."""
+    soft = F.avg_pool3d(targets, 4)
+    out = []
+    for b in range(soft.shape[0]):
+        shift = [int(v) for v in rng.integers(-max_shift, max_shift + 1, size=3)]
+        m = torch.roll(soft[b], shifts=shift, dims=(1, 2, 3)) * float(rng.uniform(0.5, 1.0))
+        noise = torch.from_numpy(rng.random(m.shape, dtype=np.float32)) * float(rng.uniform(0.0, 0.3))
+        out.append((m + noise).clamp(0, 1))
+    return torch.stack(out)
+
+
+def clicks_tensor(clicks: list[list[tuple]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per session, its clicks ``[((i, j, k), label), ...]`` -> (N, P, 3) float coordinates, (N, P) labels."""
+    coords = torch.tensor([[c for c, _ in row] for row in clicks], dtype=torch.float32)
+    labels = torch.tensor([[lab for _, lab in row] for row in clicks], dtype=torch.int64)
+    return coords, labels
+
+
+def click_loss(model, emb, targets_np, settings, rng, dice) -> torch.Tensor:
+    """The click and mask-prompt losses of one step: ``settings.clicks`` simulated clicks per session
+    (the previous logits fed back as the mask prompt), then ``settings.mask_rounds`` imperfect mask
+    prompts alone, each scored by Dice + cross-entropy on the ``settings.loss_size``^3 grid (clicks also by
+    the IoU head's squared error against the crop-grid IoU; with ``settings.multimask`` the one-click step
+    also by :func:`candidate_losses`). ``emb``: (N, C, e, e, e) the embedding of each session's crop;
+    ``targets_np``: N binary (S, S, S) targets on the crop grid, in the same order; ``settings``: the
+    recipe (:class:`~mudo_app.train.teachers.TeacherPretrainSettings`); ``rng`` draws the clicks and the
+    imperfect masks; ``dice``: ``monai.losses.DiceLoss(sigmoid=True)``."""
+    size = (settings.loss_size,) * 3
+    pool = targets_np[0].shape[0] // settings.loss_size
+    full = torch.from_numpy(np.stack(targets_np)).float()[:, None]
+    targets = F.avg_pool3d(full, pool) if pool > 1 else full  # soft targets on the loss grid
+    clicks = [[(tuple(first_click(t, rng).tolist()), 1)] for t in targets_np]
+    mask_prompt, loss = None, torch.zeros(())
+    for step in range(settings.clicks):
+        multimask = settings.multimask and step == 0
+        if multimask:  # one click: the single output (index 0) and the three candidates
+            every, every_iou = model.decode_all(emb, points=clicks_tensor(clicks), mask=mask_prompt)
+            logits, iou = every[:, :1], every_iou[:, :1]
+        else:
+            logits, iou = model.decode(emb, points=clicks_tensor(clicks), mask=mask_prompt)
+        up = F.interpolate(logits, size=size, mode="trilinear", align_corners=False)
+        coarse = (up.detach() > 0).float()  # the prediction on the loss grid, nearest-upsampled below
+        inter, union = full_grid_overlap(coarse, targets, pool)
+        loss = (
+            loss
+            + dice(up, targets)
+            + F.binary_cross_entropy_with_logits(up, targets)
+            + F.mse_loss(iou[:, 0], inter / union)
+        )
+        mask_prompt = logits.detach()
+        if multimask:
+            cand = F.interpolate(every[:, 1:], size=size, mode="trilinear", align_corners=False)
+            cand_loss, cand_coarse = candidate_losses(cand, targets, pool, every_iou[:, 1:])
+            loss = loss + cand_loss
+            best = every_iou[:, 1:].detach().argmax(1)  # as at inference: the highest predicted IoU
+            rows = torch.arange(len(best))
+            mask_prompt = every[rows, 1 + best, None].detach()
+            coarse = cand_coarse[rows, best, None]
+        if step + 1 < settings.clicks:
+            pred = F.interpolate(coarse, scale_factor=pool, mode="nearest") > 0.5
+            for b, t in enumerate(targets_np):
+                nxt = next_click(t, pred[b, 0].numpy(), rng)
+                clicks[b].append((tuple(nxt[0].tolist()), nxt[1]) if nxt else ((0, 0, 0), -1))
+    for _ in range(settings.mask_rounds):
+        logits, _ = model.decode(emb, points=None, mask=imperfect_mask(full, rng))
+        up = F.interpolate(logits, size=size, mode="trilinear", align_corners=False)
+        loss = loss + dice(up, targets) + F.binary_cross_entropy_with_logits(up, targets)
+    return loss

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -30,18 +30,23 @@ def save_state(path: Path, stage: str, iteration: int, seconds: float, model, he
         torch.save(state, tmp)
 
 
-def load_state(path: Path | None, settings) -> dict | None:
+def load_state(path: Path | None, settings, later_stage_fields: tuple[str, ...] = ()) -> dict | None:
     """The resumable state at ``path`` (None when there is none), checked to come from ``settings``; a
-    state written before a stage or field existed reads as the clicks stage with that field's default."""
+    state written before a stage or field existed reads as the clicks stage with that field's default.
+    A state of the dense or clicks stage may differ from ``settings`` in ``later_stage_fields`` (the
+    fields of a stage after those), so that a finished run can be extended by that stage."""
     if path is None or not path.is_file():
         return None
     state = torch.load(path, map_location="cpu", weights_only=False)
-    if type(settings)(**state["settings"]) != settings:
+    state.setdefault("stage", "clicks")
+    saved = type(settings)(**state["settings"])
+    if state["stage"] in ("dense", "clicks"):
+        saved = replace(saved, **{name: getattr(settings, name) for name in later_stage_fields})
+    if saved != settings:
         raise InputError(
             f"{path} is the state of another teacher recipe ({state['settings']}); "
             "delete it or train with the same settings"
         )
-    state.setdefault("stage", "clicks")
     return state
 
 

@@ -8,8 +8,8 @@ prompt. As SAM trains on many masks per image, one crop may carry several object
 which structure a click belongs to from every encoder pass. ``mask_rounds`` more rounds per step give
 a mask prompt *alone* (no clicks), as MuDuo prompts the CT teacher with the student's softmax: the
 object's soft low-resolution mask, shifted, scaled and noised like an imperfect student's
-(:func:`imperfect_mask`). Crops follow the teacher's input contract (2 mm, 128^3 for the stand-ins);
-CT teachers see CT only, PET teachers PET only.
+(:func:`~mudo_app.train.teacher_losses.imperfect_mask`). Crops follow the teacher's input contract (2 mm,
+128^3 for the stand-ins); CT teachers see CT only, PET teachers PET only.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from monai.losses import DiceLoss
 from scipy import ndimage
 from tqdm.auto import tqdm
@@ -33,9 +32,8 @@ from mudo_app.io.datastore import Case
 from mudo_app.io.volume import Volume, resample_to_grid
 from mudo_app.labels import LESION
 from mudo_app.models.sam3d import CropGrid, InputContract, Sam3D, build_sam3d
-from mudo_app.prompts.clicks import first_click, next_click
 from mudo_app.train import teacher_state
-from mudo_app.train.teacher_losses import DenseHead, candidate_losses, dense_loss, full_grid_overlap
+from mudo_app.train.teacher_losses import DenseHead, click_loss, dense_loss
 from mudo_app.train.teacher_state import dense_stage_path
 from mudo_app.transforms.patches import class_voxels
 
@@ -60,7 +58,10 @@ class TeacherPretrainSettings:
     each crop's embedding, every class of the crop's label map) added to the click losses.
     ``dense_pretrain_iterations``: a first stage of that many steps training the image encoder and the
     head on the dense loss alone (no prompts, no decoder; its own AdamW at ``dense_pretrain_lr`` with a
-    warm-up cosine schedule), before the ``iterations`` click steps; 0: none.
+    warm-up cosine schedule), before the ``iterations`` click steps; 0: none. ``decoder_iterations``: a last
+    stage of that many click steps (the same losses) training the prompt encoder and mask decoder alone, the
+    image encoder frozen (its own AdamW at ``decoder_lr``, warm-up cosine), so the decoder learns to use an
+    encoder that knows the anatomy; 0: none.
     """
 
     modality: str  # "CT" or "PET"
@@ -80,6 +81,8 @@ class TeacherPretrainSettings:
     dense_weight: float = 0.0
     dense_pretrain_iterations: int = 0
     dense_pretrain_lr: float = 1e-3
+    decoder_iterations: int = 0
+    decoder_lr: float = 4e-4
 
     def __post_init__(self) -> None:
         if self.modality not in ("CT", "PET"):
@@ -91,26 +94,14 @@ class TeacherPretrainSettings:
             raise ValueError(f"lesion_share must lie in [0, 1], got {self.lesion_share}")
         if not (self.dense_weight >= 0 and math.isfinite(self.dense_weight)):
             raise ValueError(f"dense_weight must be a finite number >= 0, got {self.dense_weight}")
-        if self.dense_pretrain_iterations < 0:
-            raise ValueError(f"dense_pretrain_iterations must be >= 0, got {self.dense_pretrain_iterations}")
-        if not (self.dense_pretrain_lr > 0 and math.isfinite(self.dense_pretrain_lr)):
-            raise ValueError(f"dense_pretrain_lr must be a finite number > 0, got {self.dense_pretrain_lr}")
+        for name in ("dense_pretrain_iterations", "decoder_iterations"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("lr", "dense_pretrain_lr", "decoder_lr"):
+            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
+                raise ValueError(f"{name} must be a finite number > 0, got {getattr(self, name)}")
         if self.loss_size < 8 or 128 % self.loss_size:
             raise ValueError(f"loss_size must divide the 128-voxel crop (8..128), got {self.loss_size}")
-
-
-def imperfect_mask(targets: torch.Tensor, rng: np.random.Generator, max_shift: int = 2) -> torch.Tensor:
-    """(B, 1, S, S, S) binary targets -> (B, 1, S/4, S/4, S/4) probabilities like a student's softmax:
-    the soft mask at the decoder's resolution, rolled by up to ``max_shift`` low-res voxels per axis,
-    scaled by U(0.5, 1) and given uniform noise of amplitude U(0, 0.3), clipped to [0, 1]."""
-    soft = F.avg_pool3d(targets, 4)
-    out = []
-    for b in range(soft.shape[0]):
-        shift = [int(v) for v in rng.integers(-max_shift, max_shift + 1, size=3)]
-        m = torch.roll(soft[b], shifts=shift, dims=(1, 2, 3)) * float(rng.uniform(0.5, 1.0))
-        noise = torch.from_numpy(rng.random(m.shape, dtype=np.float32)) * float(rng.uniform(0.0, 0.3))
-        out.append((m + noise).clamp(0, 1))
-    return torch.stack(out)
 
 
 def modality_volume(case: Case, modality: str) -> Volume:
@@ -198,12 +189,6 @@ def sample_crop(
     return image, targets, object_classes(np.array(ids)).tolist(), object_classes(on_crop)
 
 
-def _clicks_tensor(clicks: list[list[tuple]]):
-    coords = torch.tensor([[c for c, _ in row] for row in clicks], dtype=torch.float32)
-    labels = torch.tensor([[lab for _, lab in row] for row in clicks], dtype=torch.int64)
-    return coords, labels
-
-
 def warmup_cosine(total: int, warmup_fraction: float = 0.05):
     """The learning-rate factor per step: linear warm-up over ``warmup_fraction`` of ``total`` steps
     (at least one), then cosine decay to 0 at ``total``."""
@@ -246,41 +231,96 @@ def _sample_batch(cases, objects, contract, settings, rng, count: int) -> list:
     return crops
 
 
-def _dense_stage(model, head, cases, objects, contract, settings, rng, state_file, state, progress) -> float:
-    """The dense pre-training stage (``settings.dense_pretrain_iterations`` steps of the image encoder and
-    ``head`` on :func:`dense_loss` alone), resumed from ``state`` when it is this stage's; returns the
-    training seconds so far (all sessions)."""
-    total = settings.dense_pretrain_iterations
-    params = list(model.image_encoder.parameters()) + list(head.parameters())
-    opt = torch.optim.AdamW(params, lr=settings.dense_pretrain_lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total))
-    start, earlier_seconds = (
-        (0, 0.0) if state is None else teacher_state.restore_state(state, model, head, opt, sched, rng)
-    )
-    t0 = time.perf_counter()
-    bar = tqdm(
-        range(start, total),
-        initial=start,
-        total=total,
-        desc=f"stand-in {settings.modality} teacher, dense pre-training",
-        unit="it",
-        disable=not progress,
-    )
-    for it in bar:
-        crops = _sample_batch(cases, objects, contract, settings, rng, 1)
-        images = torch.from_numpy(np.stack([c[0] for c in crops]))[:, None]
-        label_maps = torch.from_numpy(np.stack([c[3] for c in crops]))
-        loss = dense_loss(head(model.image_encoder(images)), label_maps)
-        _optimiser_step(loss, params, opt, sched)
-        bar.set_postfix(loss=f"{loss.detach().item():.3f}")
-        done = it + 1
-        if state_file is not None and (done % settings.checkpoint_every == 0 or done == total):
-            seconds = earlier_seconds + time.perf_counter() - t0
-            if done == total:  # first: a run stopped between the two writes redoes the last step
-                kept = dense_stage_path(state_file)
-                teacher_state.save_state(kept, "dense", done, seconds, model, head, opt, sched, rng, settings)
-            teacher_state.save_state(state_file, "dense", done, seconds, model, head, opt, sched, rng, settings)
-    return earlier_seconds + time.perf_counter() - t0
+LATER_STAGE_FIELDS = ("decoder_iterations", "decoder_lr")  # a state of an earlier stage may differ in these
+STAGE_TITLES = {"dense": ", dense pre-training", "clicks": "", "decoder": ", decoder (image encoder frozen)"}
+
+
+class _PretrainRun:
+    """What the stages of one pre-training run share: the model and the training-only dense head (when the
+    recipe uses one), the crops' random generator, the click losses and the resumable state file; the
+    steps of each stage, and the loop that runs a stage."""
+
+    def __init__(self, cases, contract, settings: TeacherPretrainSettings, progress: bool, state_file):
+        torch.manual_seed(settings.seed)
+        self.rng = np.random.default_rng(settings.seed)
+        self.model = build_sam3d(settings.architecture).train()
+        dense = settings.dense_weight > 0 or settings.dense_pretrain_iterations > 0
+        self.head = DenseHead(self.model.config.out_chans).train() if dense else None
+        self.cases, self.contract, self.settings = cases, contract, settings
+        self.objects = [TrainingObjects(c) for c in cases]
+        self.progress, self.state_file = progress, state_file
+        self.dice = DiceLoss(sigmoid=True)
+        self.prompts = settings.clicks + settings.mask_rounds  # the shown click loss is per prompt
+        self.seconds = 0.0  # training seconds of the stages run so far, all sessions
+
+    def batch(self, count: int) -> tuple[torch.Tensor, list]:
+        """(B, 1, S, S, S) images of ``settings.batch_size`` crops (:func:`_sample_batch`) and the crops."""
+        crops = _sample_batch(self.cases, self.objects, self.contract, self.settings, self.rng, count)
+        return torch.from_numpy(np.stack([c[0] for c in crops]))[:, None], crops
+
+    def head_loss(self, crop_emb: torch.Tensor, crops: list) -> torch.Tensor:
+        if self.head is None:
+            raise RuntimeError("this recipe has no dense head")
+        return dense_loss(self.head(crop_emb), torch.from_numpy(np.stack([c[3] for c in crops])))
+
+    def dense_step(self) -> tuple[torch.Tensor, float]:
+        images, crops = self.batch(1)
+        loss = self.head_loss(self.model.image_encoder(images), crops)
+        return loss, loss.detach().item()
+
+    def click_step(self) -> tuple[torch.Tensor, float]:
+        k = self.settings.objects_per_crop
+        images, crops = self.batch(k)
+        crop_emb = self.model.image_encoder(images)  # one embedding per crop, shared by its sessions
+        loss = torch.zeros(())
+        if self.settings.dense_weight > 0:
+            loss = self.settings.dense_weight * self.head_loss(crop_emb, crops)
+        targets_np = [t for c in crops for t in c[1]]  # crop-major: sessions of crop b at b * K ...
+        loss = loss + click_loss(
+            self.model, crop_emb.repeat_interleave(k, dim=0), targets_np, self.settings, self.rng, self.dice
+        )
+        return loss, loss.detach().item() / self.prompts
+
+    def decoder_step(self) -> tuple[torch.Tensor, float]:
+        k = self.settings.objects_per_crop
+        images, crops = self.batch(k)
+        with torch.no_grad():
+            emb = self.model.image_encoder(images).repeat_interleave(k, dim=0)
+        loss = click_loss(self.model, emb, [t for c in crops for t in c[1]], self.settings, self.rng, self.dice)
+        return loss, loss.detach().item() / self.prompts
+
+    def run_stage(self, stage: str, total: int, params: list, lr: float, step, state: dict | None) -> None:
+        """``total`` optimiser steps of ``stage`` on ``params`` (AdamW at ``lr``, weight decay 1e-4, warm-up
+        cosine), each on the loss ``step()`` returns with the loss to show; resumed from ``state`` (this
+        stage's, or None). Writes the resumable state every ``settings.checkpoint_every`` steps and at the
+        end (the dense stage's end also to :func:`dense_stage_path`); adds the stage's time to ``seconds``."""
+        model, head, rng, settings = self.model, self.head, self.rng, self.settings
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total))
+        start = 0
+        if state is not None:
+            start, self.seconds = teacher_state.restore_state(state, model, head, opt, sched, rng)
+        earlier, t0 = self.seconds, time.perf_counter()
+        bar = tqdm(
+            range(start, total),
+            initial=start,
+            total=total,
+            desc=f"stand-in {settings.modality} teacher{STAGE_TITLES[stage]}",
+            unit="it",
+            disable=not self.progress,
+        )
+        for it in bar:
+            loss, shown = step()
+            _optimiser_step(loss, params, opt, sched)
+            bar.set_postfix(loss=f"{shown:.3f}")
+            done = it + 1
+            self.seconds = earlier + time.perf_counter() - t0
+            if self.state_file is not None and (done % settings.checkpoint_every == 0 or done == total):
+                paths = [self.state_file]
+                if stage == "dense" and done == total:  # first: a run stopped between the writes redoes the step
+                    paths.insert(0, dense_stage_path(self.state_file))
+                for path in paths:
+                    teacher_state.save_state(path, stage, done, self.seconds, model, head, opt, sched, rng, settings)
 
 
 def pretrain_teacher(
@@ -292,6 +332,10 @@ def pretrain_teacher(
 ) -> Sam3D:
     """Train a stand-in teacher from scratch on labelled ``cases``; returns it in eval mode.
 
+    The stages, in order: dense pre-training (``settings.dense_pretrain_iterations`` steps, when > 0),
+    the click steps (``settings.iterations``), the decoder stage (``settings.decoder_iterations``, when
+    > 0).
+
     Args:
         cases: labelled training cases (the foundation corpus).
         contract: the teacher's input contract (crop spacing, size, normalisation).
@@ -299,94 +343,32 @@ def pretrain_teacher(
         progress: show a progress bar.
         state_path: where a resumable training state is written every ``settings.checkpoint_every``
             iterations. When the file exists the run continues from it (it must come from the same
-            settings), drawing the same crops and clicks as an uninterrupted run; a state of the dense
-            pre-training stage resumes that stage, then the click stage follows. The state at the end of
-            the dense stage is also kept in :func:`dense_stage_path`.
+            settings, except that a state of an earlier stage may differ in the decoder stage's
+            :data:`LATER_STAGE_FIELDS`, so a finished run can be extended by that stage), drawing the same
+            crops and clicks as an uninterrupted run; each stage's state resumes that stage, then the
+            next ones follow. The state at the end of the dense stage is also kept in
+            :func:`dense_stage_path`.
     """
-    torch.manual_seed(settings.seed)
-    rng = np.random.default_rng(settings.seed)
-    model = build_sam3d(settings.architecture).train()
-    dense = settings.dense_weight > 0 or settings.dense_pretrain_iterations > 0
-    head = DenseHead(model.config.out_chans).train() if dense else None
     state_file = None if state_path is None else Path(state_path)
-    state = teacher_state.load_state(state_file, settings)
-    objects = [TrainingObjects(c) for c in cases]
-    earlier_seconds = 0.0
-    if settings.dense_pretrain_iterations > 0 and (state is None or state["stage"] == "dense"):
-        earlier_seconds = _dense_stage(
-            model, head, cases, objects, contract, settings, rng, state_file, state, progress
-        )
-        state = None  # the click stage starts afresh from the pre-trained encoder
-    params = list(model.parameters()) + ([] if head is None or settings.dense_weight == 0 else list(head.parameters()))
-    opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(settings.iterations))
-    start = 0
-    if state is not None:
-        start, earlier_seconds = teacher_state.restore_state(state, model, head, opt, sched, rng)
-    t0 = time.perf_counter()
-    dice = DiceLoss(sigmoid=True)
-    size = (settings.loss_size,) * 3
-    pool = contract.crop // settings.loss_size
-    bar = tqdm(
-        range(start, settings.iterations),
-        initial=start,
-        total=settings.iterations,
-        desc=f"stand-in {settings.modality} teacher",
-        unit="it",
-        disable=not progress,
-    )
-    for it in bar:
-        crops = _sample_batch(cases, objects, contract, settings, rng, settings.objects_per_crop)
-        images = torch.from_numpy(np.stack([c[0] for c in crops]))[:, None]
-        targets_np = [t for c in crops for t in c[1]]  # crop-major: sessions of crop b at b * K ...
-        full = torch.from_numpy(np.stack(targets_np)).float()[:, None]
-        targets = F.avg_pool3d(full, pool) if pool > 1 else full  # soft targets on the loss grid
-        # one embedding per crop, shared by its sessions
-        crop_emb = model.image_encoder(images)
-        emb = crop_emb.repeat_interleave(settings.objects_per_crop, dim=0)
-        clicks = [[(tuple(first_click(t, rng).tolist()), 1)] for t in targets_np]
-        mask_prompt, loss = None, torch.zeros(())
-        if settings.dense_weight > 0 and head is not None:
-            label_maps = torch.from_numpy(np.stack([c[3] for c in crops]))
-            loss = settings.dense_weight * dense_loss(head(crop_emb), label_maps)
-        for step in range(settings.clicks):
-            multimask = settings.multimask and step == 0
-            if multimask:  # one click: the single output (index 0) and the three candidates
-                every, every_iou = model.decode_all(emb, points=_clicks_tensor(clicks), mask=mask_prompt)
-                logits, iou = every[:, :1], every_iou[:, :1]
-            else:
-                logits, iou = model.decode(emb, points=_clicks_tensor(clicks), mask=mask_prompt)
-            up = F.interpolate(logits, size=size, mode="trilinear", align_corners=False)
-            coarse = (up.detach() > 0).float()  # the prediction on the loss grid, nearest-upsampled below
-            inter, union = full_grid_overlap(coarse, targets, pool)
-            loss = (
-                loss
-                + dice(up, targets)
-                + F.binary_cross_entropy_with_logits(up, targets)
-                + F.mse_loss(iou[:, 0], inter / union)
-            )
-            mask_prompt = logits.detach()
-            if multimask:
-                cand = F.interpolate(every[:, 1:], size=size, mode="trilinear", align_corners=False)
-                cand_loss, cand_coarse = candidate_losses(cand, targets, pool, every_iou[:, 1:])
-                loss = loss + cand_loss
-                best = every_iou[:, 1:].detach().argmax(1)  # as at inference: the highest predicted IoU
-                rows = torch.arange(len(best))
-                mask_prompt = every[rows, 1 + best, None].detach()
-                coarse = cand_coarse[rows, best, None]
-            if step + 1 < settings.clicks:
-                pred = F.interpolate(coarse, scale_factor=pool, mode="nearest") > 0.5
-                for b, t in enumerate(targets_np):
-                    nxt = next_click(t, pred[b, 0].numpy(), rng)
-                    clicks[b].append((tuple(nxt[0].tolist()), nxt[1]) if nxt else ((0, 0, 0), -1))
-        for _ in range(settings.mask_rounds):
-            logits, _ = model.decode(emb, points=None, mask=imperfect_mask(full, rng))
-            up = F.interpolate(logits, size=size, mode="trilinear", align_corners=False)
-            loss = loss + dice(up, targets) + F.binary_cross_entropy_with_logits(up, targets)
-        _optimiser_step(loss, params, opt, sched)
-        bar.set_postfix(loss=f"{loss.detach().item() / (settings.clicks + settings.mask_rounds):.3f}")
-        done = it + 1
-        if state_file is not None and (done % settings.checkpoint_every == 0 or done == settings.iterations):
-            seconds = earlier_seconds + time.perf_counter() - t0
-            teacher_state.save_state(state_file, "clicks", done, seconds, model, head, opt, sched, rng, settings)
+    run = _PretrainRun(cases, contract, settings, progress, state_file)
+    model, head = run.model, run.head
+    state = teacher_state.load_state(state_file, settings, LATER_STAGE_FIELDS)
+    stage = None if state is None else state["stage"]
+
+    def own(name: str) -> dict | None:  # the saved state when it is this stage's
+        return state if stage == name else None
+
+    if settings.dense_pretrain_iterations > 0 and stage in (None, "dense") and head is not None:
+        params = list(model.image_encoder.parameters()) + list(head.parameters())
+        total = settings.dense_pretrain_iterations
+        run.run_stage("dense", total, params, settings.dense_pretrain_lr, run.dense_step, own("dense"))
+    if stage in (None, "dense", "clicks"):
+        params = list(model.parameters())
+        params += [] if head is None or settings.dense_weight == 0 else list(head.parameters())
+        run.run_stage("clicks", settings.iterations, params, settings.lr, run.click_step, own("clicks"))
+    if settings.decoder_iterations > 0:
+        model.image_encoder.eval()
+        params = list(model.prompt_encoder.parameters()) + list(model.mask_decoder.parameters())
+        total = settings.decoder_iterations
+        run.run_stage("decoder", total, params, settings.decoder_lr, run.decoder_step, own("decoder"))
     return model.eval()

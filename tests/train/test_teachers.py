@@ -77,12 +77,14 @@ def test_cli_rejects_bad_numbers(capsys, tmp_path):
     assert "--lesion-share must lie in [0, 1], got 1.5" in capsys.readouterr().err
     assert main(["pretrain-teachers", "--out", str(tmp_path), "--dense-pretrain-iterations", "-1"]) == 2
     assert "--dense-pretrain-iterations must be >= 0, got -1" in capsys.readouterr().err
+    assert main(["pretrain-teachers", "--out", str(tmp_path), "--decoder-iterations", "-2"]) == 2
+    assert "--decoder-iterations must be >= 0, got -2" in capsys.readouterr().err
 
 
 def test_imperfect_mask_is_a_shifted_noisy_soft_mask_at_decoder_resolution():
     import torch
 
-    from mudo_app.train.teachers import imperfect_mask
+    from mudo_app.train.teacher_losses import imperfect_mask
 
     targets = torch.zeros(3, 1, 32, 32, 32)
     targets[:, :, 8:24, 8:24, 8:24] = 1
@@ -96,7 +98,7 @@ def test_pretrain_command_writes_a_loadable_standin_and_a_report_that_reproduces
     """What ``muduo pretrain-teachers`` writes (a tiny run): the stand-in, and a report naming the exact
     command, the data and the zero-shot Dice of the weights it wrote."""
     args = ["--cases", "1", "--eval-cases", "1", "--iterations", "1", "--seed", "3", "--objects-per-crop", "2"]
-    args += ["--lesion-share", "0.5", "--multimask", "--dense-pretrain-iterations", "1"]
+    args += ["--lesion-share", "0.5", "--multimask", "--dense-pretrain-iterations", "1", "--decoder-iterations", "1"]
     work = ["--work", str(tmp_path / "work")]
     assert main(["pretrain-teachers", "--out", str(tmp_path), "--modality", "ct", *args, *work, "--quiet"]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
@@ -109,6 +111,7 @@ def test_pretrain_command_writes_a_loadable_standin_and_a_report_that_reproduces
     assert set(entry["random_first_click_dice"]) == {"1", "3"} and entry["mask_prompt"]["objects"] >= 1
     assert entry["settings"]["multimask"] and set(entry["multimask_dice"]) == {"1", "3"}
     assert entry["settings"]["dense_pretrain_iterations"] == 1 and entry["settings"]["dense_weight"] == 0
+    assert entry["settings"]["decoder_iterations"] == 1
     assert set(entry["random_first_click_multimask_mean"]) == {"1", "3"}
     assert all(0 <= d <= 1 for per in entry["zero_shot_dice"].values() for d in per.values())
     teacher = load_teacher("CT", tmp_path / "standin_ct.pt")
@@ -244,6 +247,12 @@ def test_settings_are_checked():
         TeacherPretrainSettings(modality="CT", dense_pretrain_iterations=-1)
     with pytest.raises(ValueError, match="dense_pretrain_lr"):
         TeacherPretrainSettings(modality="CT", dense_pretrain_lr=0.0)
+    with pytest.raises(ValueError, match="decoder_iterations"):
+        TeacherPretrainSettings(modality="CT", decoder_iterations=-1)
+    with pytest.raises(ValueError, match="decoder_lr"):
+        TeacherPretrainSettings(modality="CT", decoder_lr=float("nan"))
+    with pytest.raises(ValueError, match="lr must"):
+        TeacherPretrainSettings(modality="CT", lr=-1e-4)
 
 
 def test_an_interrupted_pretraining_resumes_to_the_uninterrupted_weights(cases, tmp_path, monkeypatch):
