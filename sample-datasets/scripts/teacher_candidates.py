@@ -10,7 +10,7 @@ candidate by the truth (an oracle, for diagnosis only), and the mean predicted /
 ``--blank``: the same clicks on an image without content (the normalised crop all zeros): what the
 decoder answers from the click alone. ``--dense-state``: the training state of a teacher trained with
 ``pretrain-teachers --dense-weight`` (``WORK/standin_<modality>.state.pt``): its training-only dense head
-(:class:`mudo_app.train.teachers.DenseHead`) also segments each crop from the teacher's embedding, no
+(:class:`mudo_app.train.teacher_losses.DenseHead`) also segments each crop from the teacher's embedding, no
 prompt at all, and the Dice of its arg-max for the object's class is reported beside the decoder's
 (for a lesion, every lesion voxel the head marks in the crop counts). The head reads the embedding of
 the loaded teacher (``--checkpoint``, weights stored in fp16), not the state's fp32 encoder. The
