@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -180,30 +179,27 @@ def run_pretrain(args: argparse.Namespace) -> int:
     from mudo_app.train.teacher_state import training_seconds
     from mudo_app.train.teachers import TeacherPretrainSettings, pretrain_teacher
 
-    _check_positive(args, ("cases", "eval_cases", "iterations", "threads", "objects_per_crop"))
-    if not 0 <= args.lesion_share <= 1:
-        raise InputError(f"--lesion-share must lie in [0, 1], got {args.lesion_share}")
-    if not (args.dense_weight >= 0 and math.isfinite(args.dense_weight)):
-        raise InputError(f"--dense-weight must be a finite number >= 0, got {args.dense_weight}")
-    for name in ("dense_pretrain_iterations", "decoder_iterations"):
-        if getattr(args, name) < 0:
-            raise InputError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    torch.set_num_threads(args.threads)
+    _check_positive(args, ("cases", "eval_cases", "threads"))
     modalities = ["CT", "PET"] if args.modality == "both" else [args.modality.upper()]
-    settings = {
-        m: TeacherPretrainSettings(
-            modality=m,
-            iterations=args.iterations,
-            seed=args.seed,
-            objects_per_crop=args.objects_per_crop,
-            lesion_share=args.lesion_share,
-            multimask=args.multimask,
-            dense_weight=args.dense_weight,
-            dense_pretrain_iterations=args.dense_pretrain_iterations,
-            decoder_iterations=args.decoder_iterations,
-        )
-        for m in modalities
-    }
+    try:  # the recipe checks its own fields; its message names the field, the user's error names the flag
+        settings = {
+            m: TeacherPretrainSettings(
+                modality=m,
+                iterations=args.iterations,
+                seed=args.seed,
+                objects_per_crop=args.objects_per_crop,
+                lesion_share=args.lesion_share,
+                multimask=args.multimask,
+                dense_weight=args.dense_weight,
+                dense_pretrain_iterations=args.dense_pretrain_iterations,
+                decoder_iterations=args.decoder_iterations,
+            )
+            for m in modalities
+        }
+    except ValueError as e:
+        field, _, rest = str(e).partition(" ")
+        raise InputError(f"--{field.replace('_', '-')} {rest}") from e
+    torch.set_num_threads(args.threads)
     train = foundation_cases(0, args.cases)
     held_out = _held_out(args)
     command = (

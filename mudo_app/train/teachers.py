@@ -14,6 +14,7 @@ object's soft low-resolution mask, shifted, scaled and noised like an imperfect 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -268,25 +269,21 @@ class _PretrainRun:
         loss = self.head_loss(self.model.image_encoder(images), crops)
         return loss, loss.detach().item()
 
-    def click_step(self) -> tuple[torch.Tensor, float]:
+    def click_step(self, train_encoder: bool = True) -> tuple[torch.Tensor, float]:
+        """The click and mask-prompt losses of one batch (:func:`click_loss`), plus the weighted dense loss
+        when the recipe has one; ``train_encoder`` False (the decoder stage): the embedding is computed
+        without gradient and the dense loss left out."""
         k = self.settings.objects_per_crop
         images, crops = self.batch(k)
-        crop_emb = self.model.image_encoder(images)  # one embedding per crop, shared by its sessions
+        with torch.set_grad_enabled(train_encoder):
+            crop_emb = self.model.image_encoder(images)  # one embedding per crop, shared by its sessions
         loss = torch.zeros(())
-        if self.settings.dense_weight > 0:
+        if train_encoder and self.settings.dense_weight > 0:
             loss = self.settings.dense_weight * self.head_loss(crop_emb, crops)
         targets_np = [t for c in crops for t in c[1]]  # crop-major: sessions of crop b at b * K ...
         loss = loss + click_loss(
             self.model, crop_emb.repeat_interleave(k, dim=0), targets_np, self.settings, self.rng, self.dice
         )
-        return loss, loss.detach().item() / self.prompts
-
-    def decoder_step(self) -> tuple[torch.Tensor, float]:
-        k = self.settings.objects_per_crop
-        images, crops = self.batch(k)
-        with torch.no_grad():
-            emb = self.model.image_encoder(images).repeat_interleave(k, dim=0)
-        loss = click_loss(self.model, emb, [t for c in crops for t in c[1]], self.settings, self.rng, self.dice)
         return loss, loss.detach().item() / self.prompts
 
     def run_stage(self, stage: str, total: int, params: list, lr: float, step, state: dict | None) -> None:
@@ -370,5 +367,6 @@ def pretrain_teacher(
         model.image_encoder.eval()
         params = list(model.prompt_encoder.parameters()) + list(model.mask_decoder.parameters())
         total = settings.decoder_iterations
-        run.run_stage("decoder", total, params, settings.decoder_lr, run.decoder_step, own("decoder"))
+        step = functools.partial(run.click_step, train_encoder=False)
+        run.run_stage("decoder", total, params, settings.decoder_lr, step, own("decoder"))
     return model.eval()
